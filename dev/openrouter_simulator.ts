@@ -1,0 +1,375 @@
+/**
+ * An offline stand-in for OpenRouter's chat completions API, speaking its real
+ * wire format: SSE with `: OPENROUTER PROCESSING` keep-alive comments, usage in
+ * the last chunk (with `choices` empty or not), `data: [DONE]`, HTTP errors as
+ * `{error:{code,message,metadata}}` with `Retry-After`, and in-stream errors in
+ * the three shapes seen in the wild. `deno task dev` answers with it when no
+ * API key is set; tests script it per scenario. It is never deployed.
+ *
+ * @module
+ */
+
+/** What the simulator does with one request. */
+export type Scenario =
+  | {
+    kind: "stream";
+    /** Tokens to send; default: a reply derived from the last user message. */
+    tokens?: string[];
+    /** Gap between tokens; default: the simulator's `tokenDelayMs`. */
+    gapMs?: number;
+    /** Delay before the first token, filled with keep-alive comments. */
+    firstTokenDelayMs?: number;
+    /** Where usage goes: its own chunk with `choices: []`, the finish chunk, or nowhere. */
+    usage?: "empty_choices" | "with_choices" | "none";
+    finishReason?: string;
+    /** End the body without `data: [DONE]` (after the finish chunk). */
+    omitDone?: boolean;
+    /** End the body cleanly after the tokens, with no finish reason and no `[DONE]`. */
+    endAbruptly?: boolean;
+    /** Interleave malformed SSE lines and split chunks mid-line. */
+    malformed?: boolean;
+    model?: string;
+  }
+  | {
+    kind: "http_error";
+    status: number;
+    /** Seconds for the `Retry-After` header. */
+    retryAfter?: number;
+    message?: string;
+  }
+  | {
+    kind: "stream_error";
+    /**
+     * `string_code`: `error.code` a string and `finish_reason: "error"`;
+     * `int_code`: `error.code` a number with `metadata.error_type`;
+     * `bare`: only `{error}`, no `choices`.
+     */
+    shape: "string_code" | "int_code" | "bare";
+    /** Tokens sent before the error; 0 makes it the very first frame. */
+    afterTokens?: number;
+    code?: string | number;
+  }
+  /** Accept the request and never answer, not even headers. */
+  | { kind: "hang" }
+  /** Send some tokens, then stall forever. */
+  | { kind: "stall"; afterTokens: number }
+  /** Send some tokens, then cut the connection. */
+  | { kind: "drop"; afterTokens: number };
+
+/** A request the simulator received, for assertions. */
+export interface RecordedRequest {
+  headers: Headers;
+  body: {
+    model?: string;
+    models?: string[];
+    messages?: { role: string; content: string }[];
+    stream?: boolean;
+    stream_options?: { include_usage?: boolean };
+    user?: string;
+    [k: string]: unknown;
+  };
+}
+
+/** Options for {@linkcode startSimulator}. */
+export interface SimulatorOptions {
+  port?: number;
+  /** Gap between tokens of the default reply. */
+  tokenDelayMs?: number;
+  /** The API key to require; requests without it get 401. Default: accept any. */
+  apiKey?: string;
+}
+
+/** A running simulator. */
+export interface Simulator {
+  /** Base URL to use as `OPENROUTER_BASE_URL`, ending in `/api/v1`. */
+  url: string;
+  requests: RecordedRequest[];
+  /** Queues scenarios; each request takes the next one (else the default reply). */
+  script(...scenarios: Scenario[]): void;
+  /** Requests whose last user message contains `marker` get `scenario` (checked first). */
+  when(marker: string, scenario: Scenario): void;
+  /** Streams currently open. */
+  readonly openStreams: number;
+  close(): Promise<void>;
+}
+
+const encoder = new TextEncoder();
+
+/**
+ * The default reply: deterministic, derived from the question, streamed a
+ * word at a time so a newcomer sees tokens arrive.
+ *
+ * @example
+ * ```ts
+ * defaultReply("What is Deno?"); // ["Simulated ", "answer ", ...]
+ * ```
+ */
+export function defaultReply(question: string): string[] {
+  const quoted = question.length > 60 ? `${question.slice(0, 57)}...` : question;
+  const text = `Simulated answer to "${quoted}". This reply comes from the offline ` +
+    `simulator, streamed word by word the way OpenRouter streams tokens. Set ` +
+    `OPENROUTER_API_KEY to talk to a real model.`;
+  return text.split(/(?<= )/);
+}
+
+/**
+ * Starts the simulator on loopback.
+ *
+ * @example
+ * ```ts
+ * const sim = startSimulator({ tokenDelayMs: 5 });
+ * sim.script({ kind: "http_error", status: 429, retryAfter: 1 });
+ * // point OPENROUTER_BASE_URL at sim.url
+ * await sim.close();
+ * ```
+ */
+export function startSimulator(opts: SimulatorOptions = {}): Simulator {
+  const queue: Scenario[] = [];
+  const rules: [string, Scenario][] = [];
+  const requests: RecordedRequest[] = [];
+  const shutdown = new AbortController();
+  let openStreams = 0;
+  let counter = 0;
+
+  function pick(body: RecordedRequest["body"]): Scenario {
+    const last = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ??
+      "";
+    for (const [marker, scenario] of rules) if (last.includes(marker)) return scenario;
+    return queue.shift() ?? { kind: "stream" };
+  }
+
+  async function handle(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    if (req.method !== "POST" || !url.pathname.endsWith("/chat/completions")) {
+      return Response.json({ error: { code: 404, message: "Not Found" } }, { status: 404 });
+    }
+    if (opts.apiKey && req.headers.get("authorization") !== `Bearer ${opts.apiKey}`) {
+      return errorResponse(401, "No auth credentials found");
+    }
+    let body: RecordedRequest["body"];
+    try {
+      body = await req.json();
+    } catch {
+      return errorResponse(400, "Invalid JSON body");
+    }
+    requests.push({ headers: req.headers, body });
+    const scenario = pick(body);
+    const id = `gen-sim-${++counter}`;
+    const model = (scenario.kind === "stream" && scenario.model) || body.model ||
+      "openai/gpt-4-turbo";
+    const question = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")
+      ?.content ?? "";
+
+    if (scenario.kind === "http_error") {
+      const headers: Record<string, string> = {};
+      if (scenario.retryAfter !== undefined) headers["retry-after"] = String(scenario.retryAfter);
+      return errorResponse(scenario.status, scenario.message ?? `Simulated ${scenario.status}`, headers);
+    }
+    if (scenario.kind === "hang") {
+      await new Promise<void>((resolve) => {
+        req.signal.addEventListener("abort", () => resolve(), { once: true });
+        shutdown.signal.addEventListener("abort", () => resolve(), { once: true });
+      });
+      return new Response(null, { status: 499 });
+    }
+    if (body.stream === false) {
+      const text = defaultReply(question).join("");
+      return Response.json({
+        id,
+        model,
+        object: "chat.completion",
+        choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+        usage: usageFor(body, text.split(" ").length),
+      });
+    }
+
+    const chunk = (delta: Record<string, unknown>, finish: string | null, extra = {}) =>
+      `data: ${
+        JSON.stringify({
+          id,
+          provider: "Simulator",
+          model,
+          object: "chat.completion.chunk",
+          created: Math.floor(Date.now() / 1000),
+          choices: [{ index: 0, delta, finish_reason: finish, native_finish_reason: finish }],
+          ...extra,
+        })
+      }\n\n`;
+
+    // The client going away cancels the body; req.signal is not used for that
+    // because Deno also aborts it when a response completes normally.
+    const cancelled = new AbortController();
+    const stream = new ReadableStream<Uint8Array>({
+      cancel() {
+        cancelled.abort();
+      },
+      async start(controller) {
+        openStreams++;
+        const gone = AbortSignal.any([cancelled.signal, shutdown.signal]);
+        const send = (text: string) => {
+          if (!gone.aborted) controller.enqueue(encoder.encode(text));
+        };
+        const wait = (ms: number) =>
+          new Promise<void>((resolve) => {
+            if (ms <= 0 || gone.aborted) return resolve();
+            const t = setTimeout(resolve, ms);
+            gone.addEventListener("abort", () => {
+              clearTimeout(t);
+              resolve();
+            }, { once: true });
+          });
+        try {
+          send(": OPENROUTER PROCESSING\n\n");
+          const tokens = scenario.kind === "stream" && scenario.tokens
+            ? scenario.tokens
+            : defaultReply(question);
+          const gap = scenario.kind === "stream" && scenario.gapMs !== undefined
+            ? scenario.gapMs
+            : opts.tokenDelayMs ?? 20;
+          if (scenario.kind === "stream" && scenario.firstTokenDelayMs) {
+            const until = Date.now() + scenario.firstTokenDelayMs;
+            while (!gone.aborted && Date.now() < until) {
+              await wait(Math.min(100, until - Date.now()));
+              send(": OPENROUTER PROCESSING\n\n");
+            }
+          }
+          const limit = scenario.kind === "stream" ? tokens.length : scenario.kind === "stream_error"
+            ? scenario.afterTokens ?? 0
+            : scenario.afterTokens;
+          for (let i = 0; i < limit && !gone.aborted; i++) {
+            if (i > 0) await wait(gap);
+            const piece = chunk(i === 0 ? { role: "assistant", content: tokens[i % tokens.length] } : {
+              content: tokens[i % tokens.length],
+            }, null);
+            if (scenario.kind === "stream" && scenario.malformed) {
+              send("data: {not json at all\n\n");
+              send("event: surprise\nretry: oops\ngarbage line without a colon\n\n");
+              // Split the real chunk mid-line and use CRLF endings.
+              const crlf = piece.replace(/\n/g, "\r\n");
+              const cut = Math.floor(crlf.length / 2);
+              send(crlf.slice(0, cut));
+              await wait(1);
+              send(crlf.slice(cut));
+            } else {
+              send(piece);
+            }
+          }
+          if (gone.aborted) return;
+          switch (scenario.kind) {
+            case "stall":
+              await new Promise((resolve) => gone.addEventListener("abort", resolve, { once: true }));
+              return;
+            case "drop":
+              controller.error(new Error("simulated connection drop"));
+              return;
+            case "stream_error":
+              send(streamError(scenario, id, model));
+              send("data: [DONE]\n\n");
+              return;
+            case "stream": {
+              if (scenario.endAbruptly) return;
+              const usage = usageFor(body, tokens.length);
+              const where = scenario.usage ?? "empty_choices";
+              const finish = scenario.finishReason ?? "stop";
+              send(chunk({ content: "" }, finish, where === "with_choices" ? { usage } : {}));
+              if (where === "empty_choices") {
+                send(`data: ${JSON.stringify({ id, model, object: "chat.completion.chunk", choices: [], usage })}\n\n`);
+              }
+              if (!scenario.omitDone) send("data: [DONE]\n\n");
+              return;
+            }
+          }
+        } finally {
+          openStreams--;
+          try {
+            controller.close();
+          } catch {
+            // Already errored or closed.
+          }
+        }
+      },
+    });
+    return new Response(stream, {
+      headers: {
+        "content-type": "text/event-stream",
+        "cache-control": "no-cache",
+        "x-generation-id": id,
+      },
+    });
+  }
+
+  const server = Deno.serve(
+    { port: opts.port ?? 0, hostname: "127.0.0.1", onListen: () => {} },
+    handle,
+  );
+  const addr = server.addr as Deno.NetAddr;
+  return {
+    url: `http://127.0.0.1:${addr.port}/api/v1`,
+    requests,
+    script: (...s) => void queue.push(...s),
+    when: (marker, scenario) => void rules.push([marker, scenario]),
+    get openStreams() {
+      return openStreams;
+    },
+    async close() {
+      shutdown.abort();
+      await server.shutdown();
+    },
+  };
+}
+
+function usageFor(body: RecordedRequest["body"], completionTokens: number) {
+  const prompt = (body.messages ?? []).reduce((n, m) => n + m.content.split(/\s+/).length, 0);
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completionTokens,
+    total_tokens: prompt + completionTokens,
+    cost: 0.000001 * (prompt + completionTokens),
+  };
+}
+
+function errorResponse(
+  status: number,
+  message: string,
+  headers: Record<string, string> = {},
+): Response {
+  return new Response(
+    JSON.stringify({ error: { code: status, message, metadata: { provider_name: "Simulator" } } }),
+    { status, headers: { "content-type": "application/json", ...headers } },
+  );
+}
+
+function streamError(
+  s: Extract<Scenario, { kind: "stream_error" }>,
+  id: string,
+  model: string,
+): string {
+  const base = { id, model, object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000) };
+  const failed = [{ index: 0, delta: { content: "" }, finish_reason: "error" }];
+  switch (s.shape) {
+    case "string_code":
+      return `data: ${
+        JSON.stringify({
+          ...base,
+          error: { code: s.code ?? "server_error", message: "Provider disconnected unexpectedly" },
+          choices: failed,
+        })
+      }\n\n`;
+    case "int_code":
+      return `data: ${
+        JSON.stringify({
+          ...base,
+          error: {
+            code: s.code ?? 502,
+            message: "Provider returned error",
+            metadata: { error_type: "provider_error", provider_name: "Simulator", raw: "secret-raw-body" },
+          },
+          choices: failed,
+        })
+      }\n\n`;
+    case "bare":
+      return `data: ${
+        JSON.stringify({ error: { code: s.code ?? 500, message: "Internal Server Error" } })
+      }\n\n`;
+  }
+}

@@ -1,0 +1,185 @@
+/**
+ * Configuration: every environment variable the function reads, parsed and
+ * validated with zod in one place so that a bad deployment fails with one
+ * message naming every invalid variable, instead of a crash at first use.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** Where OpenRouter's OpenAI-compatible API lives unless OPENROUTER_BASE_URL says otherwise. */
+export const OPENROUTER_DEFAULT_BASE_URL = "https://openrouter.ai/api/v1";
+
+const csv = z
+  .string()
+  .optional()
+  .transform((v) => (v ?? "").split(",").map((s) => s.trim()).filter((s) => s.length > 0));
+
+const number = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().min(min).max(max).default(def);
+
+const integer = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number().int().min(min).max(max).default(def);
+
+const flag = (def: boolean) =>
+  z
+    .enum(["true", "false", "1", "0", "yes", "no", "on", "off"])
+    .default(def ? "true" : "false")
+    .transform((v) => ["true", "1", "yes", "on"].includes(v));
+
+/**
+ * The environment schema. Names and defaults of the original seed are kept
+ * (`MODEL`, `AGENT_NAME`, `SESSION_TIMEOUT` in minutes, `MAX_HISTORY`,
+ * `TEMPERATURE`, `MAX_TOKENS`); everything else is documented in `.env.example`.
+ */
+export const EnvSchema = z.object({
+  OPENROUTER_API_KEY: z.string().trim().optional().transform((v) => v || undefined),
+  OPENROUTER_BASE_URL: z.url().default(OPENROUTER_DEFAULT_BASE_URL),
+  MODEL: z.string().trim().min(1).default("openai/gpt-4-turbo"),
+  FALLBACK_MODELS: csv,
+  ALLOWED_MODELS: csv,
+  AGENT_NAME: z.string().trim().min(1).max(100).default("agent_websocket"),
+  SYSTEM_PROMPT: z.string().optional(),
+  SESSION_TIMEOUT: number(30, 0.001),
+  MAX_HISTORY: integer(50, 0, 10_000),
+  MAX_HISTORY_CHARS: integer(200_000, 1_000),
+  TEMPERATURE: number(0.7, 0, 2),
+  MAX_TOKENS: integer(1500, 1),
+  SWEEP_INTERVAL_SECONDS: number(15, 0.01),
+  HEARTBEAT_SECONDS: integer(30, 0, 3600),
+  MAX_MESSAGE_BYTES: integer(65_536, 256),
+  MAX_CONTENT_CHARS: integer(32_000, 1),
+  MAX_QUEUE: integer(10, 0, 1000),
+  RATE_LIMIT_PER_MINUTE: integer(60, 1),
+  RATE_LIMIT_BURST: integer(10, 1),
+  UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS: number(60, 0.01),
+  UPSTREAM_TOTAL_TIMEOUT_SECONDS: number(300, 0.01),
+  UPSTREAM_RETRIES: integer(2, 0, 10),
+  UPSTREAM_RETRY_BASE_MS: integer(500, 1),
+  UPSTREAM_RETRY_MAX_MS: integer(8_000, 1),
+  APP_URL: z.url().optional(),
+  APP_TITLE: z.string().trim().min(1).max(200).optional(),
+  LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  MAX_CONNECTION_AGE_SECONDS: z
+    .union([z.literal("auto"), z.coerce.number().min(0)])
+    .default("auto"),
+  PORT: integer(8000, 0, 65_535),
+});
+
+/** The parsed configuration the rest of the code reads. */
+export interface Config {
+  /** Undefined means "not configured": every query gets a `not_configured` error. */
+  apiKey: string | undefined;
+  baseUrl: string;
+  model: string;
+  fallbackModels: string[];
+  /** Models a client may ask for per query; always contains `model`. */
+  allowedModels: string[];
+  agentName: string;
+  systemPrompt: string;
+  sessionTimeoutMs: number;
+  maxHistory: number;
+  maxHistoryChars: number;
+  temperature: number;
+  maxTokens: number;
+  sweepIntervalMs: number;
+  /** Passed to `Deno.upgradeWebSocket` as `idleTimeout`; 0 turns protocol pings off. */
+  heartbeatSeconds: number;
+  maxMessageBytes: number;
+  maxContentChars: number;
+  maxQueue: number;
+  rateLimitPerMinute: number;
+  rateLimitBurst: number;
+  firstTokenTimeoutMs: number;
+  totalTimeoutMs: number;
+  retries: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+  appUrl: string | undefined;
+  appTitle: string | undefined;
+  logLevel: "debug" | "info" | "warn" | "error";
+  /** 0 means sockets are never closed for age. */
+  maxConnectionAgeMs: number;
+  port: number;
+  /** Set by `deno task dev` when the offline simulator answers instead of OpenRouter. */
+  simulator: boolean;
+}
+
+/** The result of {@linkcode loadConfig}: a config, or every problem at once. */
+export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: string[] };
+
+/**
+ * Hosted Supabase ends a socket at its wall clock (150 s on the free plan).
+ * Closing ten seconds earlier lets us say goodbye (`shutdown` + 1012) first.
+ */
+const EDGE_RUNTIME_CONNECTION_AGE_S = 140;
+
+/**
+ * Parses the environment into a {@linkcode Config}.
+ *
+ * @example
+ * ```ts
+ * const result = loadConfig(Deno.env.toObject());
+ * if (!result.ok) throw new Error(result.errors.join("\n"));
+ * console.log(result.config.model);
+ * ```
+ */
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  opts: { edgeRuntime?: boolean } = {},
+): ConfigResult {
+  // Empty strings come from `.env` lines like `MODEL=`; treat them as unset.
+  const cleaned = Object.fromEntries(
+    Object.entries(env).filter(([, v]) => v !== undefined && v !== ""),
+  );
+  const parsed = EnvSchema.safeParse(cleaned);
+  if (!parsed.success) {
+    return {
+      ok: false,
+      errors: parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`),
+    };
+  }
+  const e = parsed.data;
+  const allowed = e.ALLOWED_MODELS.length > 0
+    ? e.ALLOWED_MODELS
+    : [e.MODEL, ...e.FALLBACK_MODELS];
+  const age = e.MAX_CONNECTION_AGE_SECONDS === "auto"
+    ? (opts.edgeRuntime ? EDGE_RUNTIME_CONNECTION_AGE_S : 0)
+    : e.MAX_CONNECTION_AGE_SECONDS;
+  return {
+    ok: true,
+    config: {
+      apiKey: e.OPENROUTER_API_KEY,
+      baseUrl: e.OPENROUTER_BASE_URL.replace(/\/+$/, ""),
+      model: e.MODEL,
+      fallbackModels: e.FALLBACK_MODELS,
+      allowedModels: [...new Set([e.MODEL, ...allowed])],
+      agentName: e.AGENT_NAME,
+      systemPrompt: e.SYSTEM_PROMPT ??
+        `You are ${e.AGENT_NAME}, a helpful assistant. Answer clearly and concisely.`,
+      sessionTimeoutMs: e.SESSION_TIMEOUT * 60_000,
+      maxHistory: e.MAX_HISTORY,
+      maxHistoryChars: e.MAX_HISTORY_CHARS,
+      temperature: e.TEMPERATURE,
+      maxTokens: e.MAX_TOKENS,
+      sweepIntervalMs: e.SWEEP_INTERVAL_SECONDS * 1000,
+      heartbeatSeconds: e.HEARTBEAT_SECONDS,
+      maxMessageBytes: e.MAX_MESSAGE_BYTES,
+      maxContentChars: e.MAX_CONTENT_CHARS,
+      maxQueue: e.MAX_QUEUE,
+      rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
+      rateLimitBurst: e.RATE_LIMIT_BURST,
+      firstTokenTimeoutMs: e.UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS * 1000,
+      totalTimeoutMs: e.UPSTREAM_TOTAL_TIMEOUT_SECONDS * 1000,
+      retries: e.UPSTREAM_RETRIES,
+      retryBaseMs: e.UPSTREAM_RETRY_BASE_MS,
+      retryMaxMs: e.UPSTREAM_RETRY_MAX_MS,
+      appUrl: e.APP_URL,
+      appTitle: e.APP_TITLE,
+      logLevel: e.LOG_LEVEL,
+      maxConnectionAgeMs: age * 1000,
+      port: e.PORT,
+      simulator: false,
+    },
+  };
+}

@@ -1,0 +1,512 @@
+/**
+ * The agent handler: what happens when a socket connects, sends a frame,
+ * closes or fails (`onConnect` / `onMessage` / `onClose` / `onError`), and
+ * the per-session generation loop that turns queries into streamed frames.
+ * It never throws at a client: every bad input becomes one error frame.
+ *
+ * @module
+ */
+import type { Config } from "./config.ts";
+import type { Logger } from "./log.ts";
+import type { SessionStore } from "./store.ts";
+import type { UpstreamClient } from "./upstream.ts";
+import { UpstreamError } from "./upstream.ts";
+import {
+  COMMAND_NAMES,
+  type CommandFrame,
+  type ErrorBody,
+  type ErrorCode,
+  parseClientFrame,
+  PROTOCOL_VERSION,
+  type QueryFrame,
+} from "./protocol.ts";
+import { Session } from "./session.ts";
+import { SessionRegistry, type SweepReason } from "./sessions.ts";
+import type { PendingQuery } from "./queue.ts";
+
+/** Close codes this handler uses (see docs/protocol.md). */
+export const CLOSE = {
+  normal: 1000,
+  tooLarge: 1009,
+  internal: 1011,
+  restart: 1012,
+} as const;
+
+/** Why a generation was aborted by us. */
+type AbortWhy = "cancel" | "closed";
+
+/** Everything the handler needs, injected so tests run it for real. */
+export interface AgentDeps {
+  config: Config;
+  log: Logger;
+  store: SessionStore;
+  upstream: UpstreamClient;
+  sessions: SessionRegistry;
+}
+
+/** The lifecycle hooks the server wires sockets to. */
+export interface AgentHandler {
+  onConnect(socket: WebSocket): Session;
+  onOpen(session: Session): void;
+  onMessage(session: Session, data: unknown): void;
+  onClose(session: Session, code: number, reason: string): void;
+  onError(session: Session, err: unknown): void;
+  /** Sends `shutdown` and closes every socket with 1012 so clients reconnect. */
+  shutdown(reason: string): void;
+  /** Starts the sweeper; returns a function that stops it. */
+  startSweeper(): () => void;
+}
+
+const encoder = new TextEncoder();
+
+/** Keeps feedback answerable for recent responses without growing forever. */
+const ANSWERED_IDS_KEPT = 1000;
+
+/**
+ * Creates the handler.
+ *
+ * @example
+ * ```ts
+ * const agent = createAgentHandler({ config, log, store, upstream, sessions });
+ * const { socket, response } = Deno.upgradeWebSocket(req);
+ * const session = agent.onConnect(socket);
+ * socket.onopen = () => agent.onOpen(session);
+ * socket.onmessage = (e) => agent.onMessage(session, e.data);
+ * ```
+ */
+export function createAgentHandler(deps: AgentDeps): AgentHandler {
+  const { config, log, store, upstream, sessions } = deps;
+  const answered = new WeakMap<Session, Set<string>>();
+
+  function error(
+    session: Session,
+    code: ErrorCode,
+    message: string,
+    extra: Partial<ErrorBody> = {},
+  ): void {
+    session.counters.errors++;
+    session.emit({ type: "error", code, message, retryable: false, ...extra });
+  }
+
+  function markAnswered(session: Session, id: string): void {
+    let ids = answered.get(session);
+    if (!ids) answered.set(session, ids = new Set());
+    ids.add(id);
+    if (ids.size > ANSWERED_IDS_KEPT) ids.delete(ids.values().next().value!);
+  }
+
+  function connectedFrame(session: Session) {
+    const mode = config.simulator
+      ? " [OFFLINE SIMULATOR: answers are simulated, no model is called]"
+      : config.apiKey
+      ? ""
+      : " [NOT CONFIGURED: OPENROUTER_API_KEY is not set; queries will fail]";
+    return {
+      type: "notification" as const,
+      event: "connected",
+      content: `Connected to Agent WebSocket. Session ID: ${session.id}${mode}`,
+      session_id: session.id,
+      protocol: PROTOCOL_VERSION,
+      agent: config.agentName,
+      model: config.model,
+      models: config.allowedModels,
+      simulator: config.simulator,
+      limits: {
+        max_message_bytes: config.maxMessageBytes,
+        max_content_chars: config.maxContentChars,
+        max_queue: config.maxQueue,
+        rate_limit_per_minute: config.rateLimitPerMinute,
+        rate_limit_burst: config.rateLimitBurst,
+        max_history: config.maxHistory,
+      },
+      heartbeat_ms: config.heartbeatSeconds * 1000,
+      resume_window_ms: 0,
+    };
+  }
+
+  function onQuery(session: Session, frame: QueryFrame): void {
+    const id = frame.id ?? crypto.randomUUID();
+    if (session.knows(id)) {
+      return error(session, "invalid_message", "A query with this id is already in progress", {
+        id,
+      });
+    }
+    if (!config.apiKey) {
+      return error(
+        session,
+        "not_configured",
+        "The server has no OPENROUTER_API_KEY configured, so it cannot answer",
+        { id },
+      );
+    }
+    const model = frame.model ?? config.model;
+    if (!config.allowedModels.includes(model)) {
+      return error(session, "model_not_allowed", `Model is not allowed here: ${model}`, {
+        id,
+        issues: [{ path: "model", message: `Allowed: ${config.allowedModels.join(", ")}` }],
+      });
+    }
+    const wait = session.bucket.take();
+    if (wait > 0) {
+      return error(session, "rate_limited", "Too many queries; slow down", {
+        id,
+        retryable: true,
+        retry_after_ms: wait,
+      });
+    }
+    const query: PendingQuery = {
+      id,
+      content: frame.content,
+      model,
+      stream: frame.stream ?? true,
+      receivedAt: performance.now(),
+    };
+    if (session.inFlight || session.queue.size > 0) {
+      const position = session.queue.push(query);
+      if (position === 0) {
+        return error(session, "queue_full", `At most ${config.maxQueue} queries may wait`, {
+          id,
+          retryable: true,
+        });
+      }
+      session.counters.queries++;
+      session.emit({
+        type: "status",
+        id,
+        state: "queued",
+        content: `Queued at position ${position}`,
+        position,
+      });
+      return;
+    }
+    session.counters.queries++;
+    run(session, query);
+  }
+
+  /** Runs a query to its one terminal frame, then the next waiting one. */
+  async function run(session: Session, q: PendingQuery): Promise<void> {
+    const controller = new AbortController();
+    const inFlight = { id: q.id, controller, content: "" };
+    session.inFlight = inFlight;
+    session.emit({ type: "status", id: q.id, state: "thinking", content: "Thinking..." });
+    log.debug("query_start", { session: session.id, query: q.id, model: q.model });
+    try {
+      const history = await store.history(session.id);
+      const result = await upstream.stream(
+        {
+          model: q.model,
+          messages: [
+            { role: "system", content: config.systemPrompt },
+            ...history,
+            { role: "user", content: q.content },
+          ],
+        },
+        {
+          onDelta: (delta) => {
+            inFlight.content += delta;
+            if (q.stream) session.emit({ type: "response", id: q.id, delta, done: false });
+          },
+          onRetry: ({ attempt, delayMs, code }) => {
+            session.emit({
+              type: "status",
+              id: q.id,
+              state: "retrying",
+              content: `The model provider failed (${code}); retrying in ${delayMs} ms`,
+              attempt,
+              delay_ms: delayMs,
+            });
+          },
+        },
+        controller.signal,
+      );
+      await store.appendHistory(session.id, [
+        { role: "user", content: q.content },
+        { role: "assistant", content: result.content },
+      ]);
+      const totalMs = Math.round(performance.now() - q.receivedAt);
+      session.counters.responses++;
+      session.counters.completionTokens += result.usage?.completion_tokens ?? 0;
+      markAnswered(session, q.id);
+      session.emit({
+        type: "response",
+        id: q.id,
+        content: result.content,
+        done: true,
+        model: result.model,
+        finish_reason: result.finishReason,
+        usage: result.usage,
+        timing: {
+          first_token_ms: result.firstTokenMs === null ? null : Math.round(result.firstTokenMs),
+          total_ms: totalMs,
+        },
+      });
+      log.info("query_done", {
+        session: session.id,
+        query: q.id,
+        model: result.model,
+        first_token_ms: result.firstTokenMs === null ? null : Math.round(result.firstTokenMs),
+        total_ms: totalMs,
+        attempts: result.attempts,
+        completion_tokens: result.usage?.completion_tokens,
+      });
+    } catch (err) {
+      const why = controller.signal.aborted ? controller.signal.reason as AbortWhy : undefined;
+      if (why === "cancel") {
+        endCancelled(session, q, inFlight.content);
+      } else if (why !== "closed") {
+        const e = err instanceof UpstreamError ? err : undefined;
+        if (!e) log.error("query_internal_error", { session: session.id, query: q.id, err: String(err) });
+        log.info("query_failed", { session: session.id, query: q.id, code: e?.code ?? "internal_error" });
+        error(session, e?.code ?? "internal_error", e?.message ?? "Something went wrong on the server", {
+          id: q.id,
+          retryable: e?.retryable ?? true,
+          ...(e?.retryAfterMs !== undefined ? { retry_after_ms: e.retryAfterMs } : {}),
+        });
+      }
+    } finally {
+      if (session.inFlight === inFlight) session.inFlight = null;
+    }
+    const next = session.closed ? undefined : session.queue.shift();
+    if (next) run(session, next);
+  }
+
+  function endCancelled(session: Session, q: PendingQuery, partial: string): void {
+    session.counters.cancelled++;
+    markAnswered(session, q.id);
+    session.emit({ type: "status", id: q.id, state: "cancelled", content: "Cancelled" });
+    session.emit({
+      type: "response",
+      id: q.id,
+      content: partial,
+      done: true,
+      model: q.model,
+      finish_reason: "cancelled",
+      usage: null,
+      timing: { first_token_ms: null, total_ms: Math.round(performance.now() - q.receivedAt) },
+    });
+  }
+
+  async function onCommand(session: Session, frame: CommandFrame): Promise<void> {
+    const name = frame.name as (typeof COMMAND_NAMES)[number];
+    switch (name) {
+      case "cancel": {
+        const target = typeof frame.args?.id === "string" ? frame.args.id : session.inFlight?.id;
+        if (!target || !session.knows(target)) {
+          return error(session, "not_found", "No query with that id is running or waiting", {
+            id: frame.id,
+          });
+        }
+        session.emit({
+          type: "notification",
+          event: "cancelled",
+          content: `Cancelling query ${target}`,
+          id: frame.id,
+          query_id: target,
+        });
+        const waiting = session.queue.remove(target);
+        if (waiting) endCancelled(session, waiting, "");
+        else session.inFlight?.controller.abort("cancel" satisfies AbortWhy);
+        return;
+      }
+      case "reset": {
+        await store.clearHistory(session.id);
+        session.emit({
+          type: "notification",
+          event: "reset",
+          content: "Conversation history cleared",
+          id: frame.id,
+        });
+        return;
+      }
+      case "history": {
+        const messages = await store.history(session.id);
+        session.emit({
+          type: "notification",
+          event: "history",
+          content: `${messages.length} messages`,
+          id: frame.id,
+          messages,
+        });
+        return;
+      }
+      case "stats": {
+        session.emit({
+          type: "notification",
+          event: "stats",
+          content: "Session statistics",
+          id: frame.id,
+          session_id: session.id,
+          ...session.counters,
+          completion_tokens: session.counters.completionTokens,
+          completionTokens: undefined,
+          queued: session.queue.size,
+          in_flight: session.inFlight?.id ?? null,
+          feedback: session.feedback.length,
+          age_s: Math.round((Date.now() - session.createdAt) / 1000),
+        });
+        return;
+      }
+      default:
+        return error(session, "unknown_command", `Unknown command: ${frame.name}`, {
+          id: frame.id,
+          issues: [{ path: "name", message: `Known: ${COMMAND_NAMES.join(", ")}` }],
+        });
+    }
+  }
+
+  function endSession(session: Session, why: "closed"): void {
+    if (session.closed) return;
+    session.inFlight?.controller.abort(why satisfies AbortWhy);
+    session.queue.drain();
+    session.closed = true;
+    sessions.delete(session.id);
+    store.delete(session.id).catch((err) =>
+      log.warn("store_delete_failed", { session: session.id, err: String(err) })
+    );
+  }
+
+  function closeSocket(session: Session, code: number, reason: string): void {
+    try {
+      session.socket?.close(code, reason);
+    } catch {
+      // Already closing.
+    }
+  }
+
+  function expire(session: Session, why: SweepReason): void {
+    if (why === "idle") {
+      log.info("session_timeout", { session: session.id });
+      session.emit({
+        type: "notification",
+        event: "session_timeout",
+        content: "Session closed due to inactivity",
+      });
+      closeSocket(session, CLOSE.normal, "Session timeout");
+      endSession(session, "closed");
+    } else {
+      log.info("connection_max_age", { session: session.id });
+      session.emit({
+        type: "notification",
+        event: "shutdown",
+        content: "Connection reached its maximum age; reconnect",
+        reason: "max_connection_age",
+        reconnect: true,
+      });
+      closeSocket(session, CLOSE.restart, "Maximum connection age");
+    }
+  }
+
+  return {
+    onConnect(socket) {
+      const session = new Session(crypto.randomUUID(), store, config);
+      session.attach(socket);
+      sessions.add(session);
+      return session;
+    },
+
+    onOpen(session) {
+      log.info("session_open", { session: session.id });
+      session.emit(connectedFrame(session));
+    },
+
+    onMessage(session, data) {
+      if (session.closed) return;
+      session.lastActivity = Date.now();
+      if (typeof data !== "string") {
+        return error(session, "unsupported_frame", "Binary frames are not supported; send JSON text");
+      }
+      // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
+      if (data.length * 3 > config.maxMessageBytes) {
+        const bytes = encoder.encode(data).length;
+        if (bytes > config.maxMessageBytes) {
+          return error(
+            session,
+            "message_too_large",
+            `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
+          );
+        }
+      }
+      const parsed = parseClientFrame(data, config.maxContentChars);
+      if (!parsed.ok) {
+        session.counters.errors++;
+        session.emit(parsed.error);
+        return;
+      }
+      const frame = parsed.frame;
+      switch (frame.type) {
+        case "ping":
+          session.emit({ type: "pong", ...(frame.id !== undefined ? { id: frame.id } : {}) });
+          return;
+        case "query":
+          return onQuery(session, frame);
+        case "command":
+          onCommand(session, frame).catch((err) => {
+            log.error("command_failed", { session: session.id, err: String(err) });
+            error(session, "internal_error", "The command failed on the server", {
+              id: frame.id,
+              retryable: true,
+            });
+          });
+          return;
+        case "feedback": {
+          if (!answered.get(session)?.has(frame.id)) {
+            return error(session, "not_found", "No response with that id in this session", {
+              id: frame.id,
+            });
+          }
+          session.feedback.push({
+            id: frame.id,
+            rating: frame.rating,
+            comment: frame.comment,
+            at: new Date().toISOString(),
+          });
+          log.info("feedback", { session: session.id, query: frame.id, rating: frame.rating });
+          session.emit({
+            type: "notification",
+            event: "feedback_received",
+            content: "Thanks for the feedback",
+            id: frame.id,
+            rating: frame.rating,
+          });
+          return;
+        }
+      }
+    },
+
+    onClose(session, code, reason) {
+      log.info("session_close", { session: session.id, code, reason: reason.slice(0, 120) });
+      endSession(session, "closed");
+    },
+
+    onError(session, err) {
+      log.warn("socket_error", {
+        session: session.id,
+        err: err instanceof ErrorEvent ? err.message : String(err),
+      });
+    },
+
+    shutdown(reason) {
+      for (const session of [...sessions.values()]) {
+        session.emit({
+          type: "notification",
+          event: "shutdown",
+          content: "The server is restarting; reconnect",
+          reason,
+          reconnect: true,
+        });
+        closeSocket(session, CLOSE.restart, "Server restart");
+        endSession(session, "closed");
+      }
+    },
+
+    startSweeper() {
+      const policy = {
+        idleMs: config.sessionTimeoutMs,
+        maxConnectionAgeMs: config.maxConnectionAgeMs,
+        intervalMs: config.sweepIntervalMs,
+      };
+      sessions.startSweeper(policy, expire);
+      return () => sessions.stopSweeper();
+    },
+  };
+}

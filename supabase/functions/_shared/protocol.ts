@@ -1,0 +1,215 @@
+/**
+ * Wire protocol v1: zod schemas for every client frame, TypeScript types for
+ * every server frame, and the one parser the handler uses. See
+ * `docs/protocol.md` for the user-facing description.
+ *
+ * @module
+ */
+import { z } from "zod";
+
+/** The protocol version announced in the `connected` notification. */
+export const PROTOCOL_VERSION = 1;
+
+/** The subprotocol a client may offer; the server selects it when offered. */
+export const SUBPROTOCOL = "agent-websocket.v1";
+
+/** Every error code a server may send. Clients switch on these, never on messages. */
+export const ERROR_CODES = [
+  "invalid_json",
+  "invalid_message",
+  "content_required",
+  "unsupported_frame",
+  "message_too_large",
+  "unknown_command",
+  "rate_limited",
+  "queue_full",
+  "not_found",
+  "unauthorized",
+  "not_configured",
+  "model_not_allowed",
+  "upstream_error",
+  "upstream_timeout",
+  "upstream_rate_limited",
+  "upstream_unavailable",
+  "insufficient_credits",
+  "internal_error",
+] as const;
+
+/** One of {@linkcode ERROR_CODES}. */
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+const id = z.string().min(1).max(128);
+
+/** A question for the agent. */
+export const QueryFrame = z.object({
+  type: z.literal("query"),
+  id: id.optional(),
+  content: z.string(),
+  model: z.string().min(1).max(200).optional(),
+  stream: z.boolean().optional(),
+  timestamp: z.union([z.string(), z.number()]).optional(),
+  metadata: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** The v1 command names. */
+export const COMMAND_NAMES = ["cancel", "reset", "history", "stats"] as const;
+
+/** A control command; unknown names are answered with `unknown_command`. */
+export const CommandFrame = z.object({
+  type: z.literal("command"),
+  name: z.string().min(1).max(64),
+  id: id.optional(),
+  args: z.record(z.string(), z.unknown()).optional(),
+});
+
+/** Human feedback on a response. */
+export const FeedbackFrame = z.object({
+  type: z.literal("feedback"),
+  id,
+  rating: z.enum(["up", "down"]),
+  comment: z.string().max(4000).optional(),
+});
+
+/** An application-level ping (browsers cannot send protocol pings). */
+export const PingFrame = z.object({
+  type: z.literal("ping"),
+  id: id.optional(),
+});
+
+/** Any frame a client may send. */
+export const ClientFrame = z.discriminatedUnion("type", [
+  QueryFrame,
+  CommandFrame,
+  FeedbackFrame,
+  PingFrame,
+]);
+
+/** Parsed client frame. */
+export type ClientFrame = z.infer<typeof ClientFrame>;
+/** Parsed query frame. */
+export type QueryFrame = z.infer<typeof QueryFrame>;
+/** Parsed command frame. */
+export type CommandFrame = z.infer<typeof CommandFrame>;
+
+/** Token counts as the upstream reported them. */
+export interface Usage {
+  prompt_tokens: number;
+  completion_tokens: number;
+  total_tokens: number;
+  cost?: number;
+}
+
+/** An error frame's body, before `seq` and `timestamp` are stamped on it. */
+export interface ErrorBody {
+  type: "error";
+  code: ErrorCode;
+  message: string;
+  retryable: boolean;
+  id?: string;
+  retry_after_ms?: number;
+  issues?: { path: string; message: string }[];
+}
+
+/**
+ * A server frame before the session stamps `seq` and `timestamp` on it.
+ * Event-specific notification fields ride along in the index signature.
+ */
+export type OutgoingFrame =
+  | { type: "notification"; event: string; content: string; [k: string]: unknown }
+  | { type: "status"; id: string; state: string; content: string; [k: string]: unknown }
+  | { type: "response"; id: string; delta: string; done: false }
+  | {
+    type: "response";
+    id: string;
+    content: string;
+    done: true;
+    model: string;
+    finish_reason: string;
+    usage: Usage | null;
+    timing: { first_token_ms: number | null; total_ms: number };
+  }
+  | ErrorBody
+  | { type: "pong"; id?: string };
+
+/** A frame as it goes on the wire. */
+export type ServerFrame = OutgoingFrame & { seq: number; timestamp: string };
+
+/** What {@linkcode parseClientFrame} returns. */
+export type ParseResult =
+  | { ok: true; frame: ClientFrame }
+  | { ok: false; error: ErrorBody };
+
+function invalid(
+  code: ErrorCode,
+  message: string,
+  extra: Partial<ErrorBody> = {},
+): ParseResult {
+  return { ok: false, error: { type: "error", code, message, retryable: false, ...extra } };
+}
+
+/** A string id the client gave, so that even a rejected frame's error can name it. */
+function clientId(value: Record<string, unknown>): string | undefined {
+  const v = value.id;
+  return typeof v === "string" && v.length > 0 && v.length <= 128 ? v : undefined;
+}
+
+/**
+ * Parses one text frame from a client. Never throws: every bad input becomes
+ * an error body the handler can send back.
+ *
+ * @example
+ * ```ts
+ * const r = parseClientFrame('{"type":"query","content":"hi"}', 32000);
+ * if (r.ok && r.frame.type === "query") console.log(r.frame.content);
+ * ```
+ */
+export function parseClientFrame(text: string, maxContentChars: number): ParseResult {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return invalid("invalid_json", "Frame is not valid JSON");
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return invalid("invalid_message", "Frame must be a JSON object");
+  }
+  const obj = value as Record<string, unknown>;
+  // The older client shape: `{content}` with no type is a query.
+  const candidate = obj.type === undefined && typeof obj.content === "string"
+    ? { ...obj, type: "query" }
+    : obj;
+  const parsed = ClientFrame.safeParse(candidate);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.slice(0, 10).map((i) => ({
+      path: i.path.map(String).join("."),
+      message: i.message,
+    }));
+    if (candidate.type === "query" && typeof candidate.content !== "string") {
+      return invalid("content_required", "Message content is required", {
+        id: clientId(obj),
+        issues,
+      });
+    }
+    const known = typeof candidate.type === "string" &&
+      ["query", "command", "feedback", "ping"].includes(candidate.type);
+    return invalid(
+      "invalid_message",
+      known ? `Invalid ${candidate.type} frame` : "Unknown or missing frame type",
+      { id: clientId(obj), issues },
+    );
+  }
+  const frame = parsed.data;
+  if (frame.type === "query") {
+    if (frame.content.trim().length === 0) {
+      return invalid("content_required", "Message content is required", { id: frame.id });
+    }
+    if (frame.content.length > maxContentChars) {
+      return invalid(
+        "message_too_large",
+        `Message content is longer than ${maxContentChars} characters`,
+        { id: frame.id },
+      );
+    }
+  }
+  return { ok: true, frame };
+}

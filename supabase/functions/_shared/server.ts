@@ -1,0 +1,173 @@
+/**
+ * Server wiring: one `Deno.serve` handler that answers health checks,
+ * refuses plain HTTP, and upgrades WebSockets into agent sessions. The same
+ * code path runs under the Supabase edge runtime and plain `deno run`.
+ *
+ * @module
+ */
+import type { Config } from "./config.ts";
+import { createLogger, type Logger } from "./log.ts";
+import { MemoryStore, type SessionStore } from "./store.ts";
+import { createUpstreamClient, type UpstreamClient } from "./upstream.ts";
+import { SessionRegistry } from "./sessions.ts";
+import { type AgentHandler, createAgentHandler } from "./handler.ts";
+import { SUBPROTOCOL } from "./protocol.ts";
+import { keepAliveUntil } from "./edge_runtime.ts";
+
+/** The version reported by the health route. */
+export const VERSION = "1.0.0";
+
+/** Optional replacements for the default collaborators. */
+export interface AppOptions {
+  log?: Logger;
+  store?: SessionStore;
+  upstream?: UpstreamClient;
+}
+
+/** A request handler plus the state behind it. */
+export interface App {
+  fetch(req: Request): Response;
+  agent: AgentHandler;
+  sessions: SessionRegistry;
+  log: Logger;
+  /** Stops the sweeper and closes every socket with `shutdown` + 1012. */
+  close(reason?: string): void;
+}
+
+function json(body: unknown, status = 200): Response {
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "content-type": "application/json" },
+  });
+}
+
+/**
+ * Builds the request handler without listening, so it can be mounted on any
+ * `Deno.serve` (or called directly).
+ *
+ * @example
+ * ```ts
+ * const app = createApp(config);
+ * Deno.serve({ port: 8000 }, app.fetch);
+ * ```
+ */
+export function createApp(config: Config, opts: AppOptions = {}): App {
+  const log = opts.log ?? createLogger(config.logLevel, [config.apiKey]);
+  const store = opts.store ?? new MemoryStore({
+    maxHistory: config.maxHistory,
+    maxHistoryChars: config.maxHistoryChars,
+    replayMaxFrames: 2000,
+    replayMaxBytes: 512 * 1024,
+  });
+  const upstream = opts.upstream ?? createUpstreamClient(config, log);
+  const sessions = new SessionRegistry();
+  const agent = createAgentHandler({ config, log, store, upstream, sessions });
+  const stopSweeper = agent.startSweeper();
+  const startedAt = performance.now();
+
+  function upgrade(req: Request): Response {
+    const offered = (req.headers.get("sec-websocket-protocol") ?? "")
+      .split(",")
+      .map((p) => p.trim());
+    const { socket, response } = Deno.upgradeWebSocket(req, {
+      protocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
+      idleTimeout: config.heartbeatSeconds,
+    });
+    const session = agent.onConnect(socket);
+    keepAliveUntil(
+      new Promise<void>((resolve) => socket.addEventListener("close", () => resolve())),
+    );
+    socket.addEventListener("open", () => agent.onOpen(session));
+    socket.addEventListener("message", (e) => {
+      try {
+        agent.onMessage(session, e.data);
+      } catch (err) {
+        // The handler answers bad input itself; this is the net for our own bugs.
+        log.error("message_handler_crashed", { session: session.id, err: String(err) });
+        session.emit({
+          type: "error",
+          code: "internal_error",
+          message: "The server failed to handle that frame",
+          retryable: true,
+        });
+      }
+    });
+    socket.addEventListener("close", (e) => agent.onClose(session, e.code, e.reason));
+    socket.addEventListener("error", (e) => agent.onError(session, e));
+    return response;
+  }
+
+  return {
+    fetch(req) {
+      const url = new URL(req.url);
+      if (req.method === "GET" && url.pathname.endsWith("/health")) {
+        return json({
+          status: "ok",
+          version: VERSION,
+          sessions: sessions.size,
+          in_flight: sessions.inFlight,
+          uptime_s: Math.round((performance.now() - startedAt) / 1000),
+          simulator: config.simulator,
+        });
+      }
+      if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
+        return new Response("Expected WebSocket request", { status: 400 });
+      }
+      try {
+        return upgrade(req);
+      } catch (err) {
+        log.warn("upgrade_failed", { err: String(err) });
+        return new Response("Invalid WebSocket upgrade request", { status: 400 });
+      }
+    },
+    agent,
+    sessions,
+    log,
+    close(reason = "server_stopping") {
+      stopSweeper();
+      agent.shutdown(reason);
+    },
+  };
+}
+
+/** A listening server. */
+export interface RunningServer {
+  app: App;
+  /** e.g. `http://127.0.0.1:54321` */
+  url: string;
+  port: number;
+  /** Says goodbye to every client, then stops listening. */
+  shutdown(reason?: string): Promise<void>;
+}
+
+/**
+ * Listens on `config.port` (0 picks a free port) and serves the app.
+ *
+ * @example
+ * ```ts
+ * const server = startServer(config);
+ * console.log(`listening on ${server.url}`);
+ * await server.shutdown();
+ * ```
+ */
+export function startServer(
+  config: Config,
+  opts: AppOptions & { hostname?: string } = {},
+): RunningServer {
+  const app = createApp(config, opts);
+  const server = Deno.serve(
+    { port: config.port, hostname: opts.hostname ?? "0.0.0.0", onListen: () => {} },
+    app.fetch,
+  );
+  const addr = server.addr as Deno.NetAddr;
+  const host = addr.hostname === "0.0.0.0" ? "127.0.0.1" : addr.hostname;
+  return {
+    app,
+    url: `http://${host}:${addr.port}`,
+    port: addr.port,
+    async shutdown(reason) {
+      app.close(reason);
+      await server.shutdown();
+    },
+  };
+}

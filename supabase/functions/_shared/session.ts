@@ -1,0 +1,119 @@
+/**
+ * One session: a conversation bound (for now) to one socket. It owns the
+ * frame sequence: every frame it emits gets the next `seq`, is serialised
+ * once, kept in the store's replay log and sent if a socket is attached.
+ *
+ * @module
+ */
+import type { OutgoingFrame } from "./protocol.ts";
+import type { SessionStore } from "./store.ts";
+import { QueryQueue } from "./queue.ts";
+import { TokenBucket } from "./rate_limit.ts";
+
+/** The generation a session is running right now. */
+export interface InFlight {
+  id: string;
+  controller: AbortController;
+  /** Text streamed so far; a cancel ends the query with it. */
+  content: string;
+}
+
+/** Feedback a client gave on a response. */
+export interface Feedback {
+  id: string;
+  rating: "up" | "down";
+  comment?: string;
+  at: string;
+}
+
+/** Per-session counters, reported by the `stats` command. */
+export interface SessionCounters {
+  queries: number;
+  responses: number;
+  errors: number;
+  cancelled: number;
+  completionTokens: number;
+}
+
+/** Limits a session is created with. */
+export interface SessionOptions {
+  maxQueue: number;
+  rateLimitPerMinute: number;
+  rateLimitBurst: number;
+}
+
+/**
+ * @example
+ * ```ts
+ * const session = new Session(crypto.randomUUID(), store, {
+ *   maxQueue: 10, rateLimitPerMinute: 60, rateLimitBurst: 10,
+ * });
+ * session.attach(socket);
+ * session.emit({ type: "pong" });
+ * ```
+ */
+export class Session {
+  readonly createdAt = Date.now();
+  lastActivity = Date.now();
+  /** When the current socket was attached, for the maximum connection age. */
+  attachedAt = Date.now();
+  socket: WebSocket | null = null;
+  readonly queue: QueryQueue;
+  readonly bucket: TokenBucket;
+  inFlight: InFlight | null = null;
+  readonly feedback: Feedback[] = [];
+  readonly counters: SessionCounters = {
+    queries: 0,
+    responses: 0,
+    errors: 0,
+    cancelled: 0,
+    completionTokens: 0,
+  };
+  /** Set once the session is over; nothing is emitted after. */
+  closed = false;
+  #seq = 0;
+
+  constructor(readonly id: string, readonly store: SessionStore, opts: SessionOptions) {
+    this.queue = new QueryQueue(opts.maxQueue);
+    this.bucket = new TokenBucket(opts.rateLimitPerMinute, opts.rateLimitBurst);
+  }
+
+  /** The seq of the last frame emitted. */
+  get seq(): number {
+    return this.#seq;
+  }
+
+  /** Binds a socket; frames emitted from now on go to it. */
+  attach(socket: WebSocket): void {
+    this.socket = socket;
+    this.attachedAt = Date.now();
+    this.lastActivity = Date.now();
+  }
+
+  /** Stamps, records and sends one frame; returns its seq (0 once closed). */
+  emit(frame: OutgoingFrame): number {
+    if (this.closed) return 0;
+    const seq = ++this.#seq;
+    const json = JSON.stringify({ ...frame, seq, timestamp: new Date().toISOString() });
+    this.store.appendFrame(this.id, { seq, json });
+    this.sendRaw(json);
+    return seq;
+  }
+
+  /** Sends already-serialised text if the socket can take it. */
+  sendRaw(json: string): void {
+    const ws = this.socket;
+    if (ws && ws.readyState === WebSocket.OPEN) {
+      try {
+        ws.send(json);
+      } catch {
+        // The socket closed between the check and the send; onClose handles it.
+      }
+    }
+  }
+
+  /** Whether a query id is in flight or waiting. */
+  knows(id: string): boolean {
+    return this.inFlight?.id === id || this.queue.has(id);
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * The session store: a session's conversation history and the log of frames
+ * it emitted (for replay on resume). Behind an interface so that a durable
+ * store (Postgres) can replace the in-memory one without touching the handler.
+ *
+ * @module
+ */
+import type { ChatMessage } from "./upstream.ts";
+
+/** One emitted frame, already serialised: it is sent and replayed byte for byte. */
+export interface StoredFrame {
+  seq: number;
+  json: string;
+}
+
+/** Bounds on what one session may keep. */
+export interface StoreLimits {
+  /** Most history messages kept (the system prompt is not stored). */
+  maxHistory: number;
+  /** Most characters of history kept; the oldest messages go first. */
+  maxHistoryChars: number;
+  /** Most frames kept for replay. */
+  replayMaxFrames: number;
+  /** Most bytes of frames kept for replay. */
+  replayMaxBytes: number;
+}
+
+/** What {@linkcode SessionStore.framesAfter} finds. */
+export type ReplayResult =
+  | { ok: true; frames: StoredFrame[] }
+  /** The log no longer holds `seq + 1`: replay would leave a hole. */
+  | { ok: false; oldestSeq: number };
+
+/**
+ * Storage for one or many sessions. Methods that a durable store must do I/O
+ * for return promises; `appendFrame` does not, because it runs once per
+ * streamed token and a durable store must batch it.
+ */
+export interface SessionStore {
+  history(sessionId: string): Promise<ChatMessage[]>;
+  appendHistory(sessionId: string, messages: ChatMessage[]): Promise<void>;
+  clearHistory(sessionId: string): Promise<void>;
+  appendFrame(sessionId: string, frame: StoredFrame): void;
+  framesAfter(sessionId: string, seq: number): Promise<ReplayResult>;
+  /** Forgets the session entirely. */
+  delete(sessionId: string): Promise<void>;
+}
+
+interface MemoryEntry {
+  history: ChatMessage[];
+  historyChars: number;
+  frames: StoredFrame[];
+  /** Index of the oldest live frame; the array is compacted lazily. */
+  head: number;
+  frameBytes: number;
+}
+
+/**
+ * Trims a history to the limits, oldest first, keeping user/assistant pairs
+ * aligned so the upstream never sees an assistant turn without its question.
+ *
+ * @example
+ * ```ts
+ * const kept = trimHistory(messages, 50, 200_000);
+ * ```
+ */
+export function trimHistory(
+  messages: ChatMessage[],
+  maxMessages: number,
+  maxChars: number,
+): ChatMessage[] {
+  let start = Math.max(0, messages.length - maxMessages);
+  let chars = 0;
+  for (let i = start; i < messages.length; i++) chars += messages[i].content.length;
+  while (start < messages.length && chars > maxChars) {
+    chars -= messages[start].content.length;
+    start++;
+  }
+  while (start < messages.length && messages[start].role === "assistant") start++;
+  return start === 0 ? messages : messages.slice(start);
+}
+
+/**
+ * The default store: everything in this isolate's memory, gone when it ends.
+ *
+ * @example
+ * ```ts
+ * const store = new MemoryStore({
+ *   maxHistory: 50, maxHistoryChars: 200_000, replayMaxFrames: 2000, replayMaxBytes: 1 << 20,
+ * });
+ * await store.appendHistory("s1", [{ role: "user", content: "hi" }]);
+ * ```
+ */
+export class MemoryStore implements SessionStore {
+  #entries = new Map<string, MemoryEntry>();
+
+  constructor(readonly limits: StoreLimits) {}
+
+  #entry(id: string): MemoryEntry {
+    let e = this.#entries.get(id);
+    if (!e) {
+      e = { history: [], historyChars: 0, frames: [], head: 0, frameBytes: 0 };
+      this.#entries.set(id, e);
+    }
+    return e;
+  }
+
+  history(id: string): Promise<ChatMessage[]> {
+    return Promise.resolve([...(this.#entries.get(id)?.history ?? [])]);
+  }
+
+  appendHistory(id: string, messages: ChatMessage[]): Promise<void> {
+    const e = this.#entry(id);
+    e.history = trimHistory(
+      [...e.history, ...messages],
+      this.limits.maxHistory,
+      this.limits.maxHistoryChars,
+    );
+    return Promise.resolve();
+  }
+
+  clearHistory(id: string): Promise<void> {
+    const e = this.#entries.get(id);
+    if (e) e.history = [];
+    return Promise.resolve();
+  }
+
+  appendFrame(id: string, frame: StoredFrame): void {
+    const e = this.#entry(id);
+    e.frames.push(frame);
+    e.frameBytes += frame.json.length;
+    const { replayMaxFrames, replayMaxBytes } = this.limits;
+    while (
+      e.frames.length - e.head > replayMaxFrames ||
+      (e.frameBytes > replayMaxBytes && e.frames.length - e.head > 1)
+    ) {
+      e.frameBytes -= e.frames[e.head].json.length;
+      e.head++;
+    }
+    // Compacting in bulk keeps appends O(1) amortised instead of shift()ing per frame.
+    if (e.head > 1024 && e.head * 2 > e.frames.length) {
+      e.frames = e.frames.slice(e.head);
+      e.head = 0;
+    }
+  }
+
+  framesAfter(id: string, seq: number): Promise<ReplayResult> {
+    const e = this.#entries.get(id);
+    if (!e || e.frames.length === e.head) return Promise.resolve({ ok: true, frames: [] });
+    const oldest = e.frames[e.head].seq;
+    if (seq + 1 < oldest) return Promise.resolve({ ok: false, oldestSeq: oldest });
+    const from = e.head + Math.max(0, seq + 1 - oldest);
+    return Promise.resolve({ ok: true, frames: e.frames.slice(from) });
+  }
+
+  delete(id: string): Promise<void> {
+    this.#entries.delete(id);
+    return Promise.resolve();
+  }
+}
