@@ -31,7 +31,7 @@ if (!config.apiKey) {
   });
 }
 
-const server = startServer(config, { log });
+const server = startServer(config);
 const wsUrl = server.url.replace("http://", "ws://");
 log.info("server_started", { url: wsUrl, model: config.model, simulator: config.simulator });
 console.error(`\n  agent_websocket is listening on ${wsUrl}\n  try: npx -y wscat -c ${wsUrl}\n`);

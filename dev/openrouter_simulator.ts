@@ -163,11 +163,15 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
     if (scenario.kind === "http_error") {
       const headers: Record<string, string> = {};
       if (scenario.retryAfter !== undefined) headers["retry-after"] = String(scenario.retryAfter);
-      return errorResponse(scenario.status, scenario.message ?? `Simulated ${scenario.status}`, headers);
+      return errorResponse(
+        scenario.status,
+        scenario.message ?? `Simulated ${scenario.status}`,
+        headers,
+      );
     }
     if (scenario.kind === "hang") {
+      // Only closing the simulator ends a hang (req.signal would warn under Deno 2.9).
       await new Promise<void>((resolve) => {
-        req.signal.addEventListener("abort", () => resolve(), { once: true });
         shutdown.signal.addEventListener("abort", () => resolve(), { once: true });
       });
       return new Response(null, { status: 499 });
@@ -178,7 +182,11 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
         id,
         model,
         object: "chat.completion",
-        choices: [{ index: 0, message: { role: "assistant", content: text }, finish_reason: "stop" }],
+        choices: [{
+          index: 0,
+          message: { role: "assistant", content: text },
+          finish_reason: "stop",
+        }],
         usage: usageFor(body, text.split(" ").length),
       });
     }
@@ -233,14 +241,19 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
               send(": OPENROUTER PROCESSING\n\n");
             }
           }
-          const limit = scenario.kind === "stream" ? tokens.length : scenario.kind === "stream_error"
+          const limit = scenario.kind === "stream"
+            ? tokens.length
+            : scenario.kind === "stream_error"
             ? scenario.afterTokens ?? 0
             : scenario.afterTokens;
           for (let i = 0; i < limit && !gone.aborted; i++) {
             if (i > 0) await wait(gap);
-            const piece = chunk(i === 0 ? { role: "assistant", content: tokens[i % tokens.length] } : {
-              content: tokens[i % tokens.length],
-            }, null);
+            const piece = chunk(
+              i === 0 ? { role: "assistant", content: tokens[i % tokens.length] } : {
+                content: tokens[i % tokens.length],
+              },
+              null,
+            );
             if (scenario.kind === "stream" && scenario.malformed) {
               send("data: {not json at all\n\n");
               send("event: surprise\nretry: oops\ngarbage line without a colon\n\n");
@@ -257,7 +270,9 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
           if (gone.aborted) return;
           switch (scenario.kind) {
             case "stall":
-              await new Promise((resolve) => gone.addEventListener("abort", resolve, { once: true }));
+              await new Promise((resolve) =>
+                gone.addEventListener("abort", resolve, { once: true })
+              );
               return;
             case "drop":
               controller.error(new Error("simulated connection drop"));
@@ -273,7 +288,17 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
               const finish = scenario.finishReason ?? "stop";
               send(chunk({ content: "" }, finish, where === "with_choices" ? { usage } : {}));
               if (where === "empty_choices") {
-                send(`data: ${JSON.stringify({ id, model, object: "chat.completion.chunk", choices: [], usage })}\n\n`);
+                send(
+                  `data: ${
+                    JSON.stringify({
+                      id,
+                      model,
+                      object: "chat.completion.chunk",
+                      choices: [],
+                      usage,
+                    })
+                  }\n\n`,
+                );
               }
               if (!scenario.omitDone) send("data: [DONE]\n\n");
               return;
@@ -344,7 +369,12 @@ function streamError(
   id: string,
   model: string,
 ): string {
-  const base = { id, model, object: "chat.completion.chunk", created: Math.floor(Date.now() / 1000) };
+  const base = {
+    id,
+    model,
+    object: "chat.completion.chunk",
+    created: Math.floor(Date.now() / 1000),
+  };
   const failed = [{ index: 0, delta: { content: "" }, finish_reason: "error" }];
   switch (s.shape) {
     case "string_code":
@@ -362,7 +392,11 @@ function streamError(
           error: {
             code: s.code ?? 502,
             message: "Provider returned error",
-            metadata: { error_type: "provider_error", provider_name: "Simulator", raw: "secret-raw-body" },
+            metadata: {
+              error_type: "provider_error",
+              provider_name: "Simulator",
+              raw: "secret-raw-body",
+            },
           },
           choices: failed,
         })

@@ -18,18 +18,28 @@ export function assertEquals(actual: unknown, expected: unknown, msg?: string): 
 }
 
 /** Throws if the value is null or undefined. */
-export function assertExists<T>(value: T, msg = "value is missing"): asserts value is NonNullable<T> {
+export function assertExists<T>(
+  value: T,
+  msg = "value is missing",
+): asserts value is NonNullable<T> {
   if (value === null || value === undefined) throw new Error(msg);
 }
 
 /** Throws unless `text` contains `part`. */
 export function assertStringIncludes(text: string, part: string): void {
-  if (!text.includes(part)) throw new Error(`expected ${JSON.stringify(text)} to include ${JSON.stringify(part)}`);
+  if (!text.includes(part)) {
+    throw new Error(`expected ${JSON.stringify(text)} to include ${JSON.stringify(part)}`);
+  }
 }
 
 function canonical(v: unknown): string {
-  return JSON.stringify(v, (_k, val) =>
-    val && typeof val === "object" && !Array.isArray(val)
-      ? Object.fromEntries(Object.entries(val).sort(([a], [b]) => a.localeCompare(b)))
-      : val === undefined ? "__undefined__" : val) ?? "undefined";
+  return JSON.stringify(
+    v,
+    (_k, val) =>
+      val && typeof val === "object" && !Array.isArray(val)
+        ? Object.fromEntries(Object.entries(val).sort(([a], [b]) => a.localeCompare(b)))
+        : val === undefined
+        ? "__undefined__"
+        : val,
+  ) ?? "undefined";
 }

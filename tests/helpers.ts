@@ -6,7 +6,6 @@
  * @module
  */
 import { type Config, loadConfig } from "../supabase/functions/_shared/config.ts";
-import { createLogger } from "../supabase/functions/_shared/log.ts";
 import { type RunningServer, startServer } from "../supabase/functions/_shared/server.ts";
 import type { SessionStore } from "../supabase/functions/_shared/store.ts";
 import {
@@ -61,8 +60,11 @@ export async function startStack(
     throw new Error(result.errors.join("; "));
   }
   const logs: string[] = [];
-  const log = createLogger(result.config.logLevel, [], (line) => logs.push(line));
-  const server = startServer(result.config, { log, hostname: "127.0.0.1", store: opts.store });
+  const server = startServer(result.config, {
+    logSink: (line) => logs.push(line),
+    hostname: "127.0.0.1",
+    store: opts.store,
+  });
   return {
     sim,
     server,

@@ -25,7 +25,11 @@ Deno.test("a query streams thinking, deltas, then one final response with usage 
   const stack = await startStack();
   try {
     const { client } = await TestClient.open(stack.wsUrl);
-    stack.sim.script({ kind: "stream", tokens: ["Hel", "lo", ", ", "world"], firstTokenDelayMs: 150 });
+    stack.sim.script({
+      kind: "stream",
+      tokens: ["Hel", "lo", ", ", "world"],
+      firstTokenDelayMs: 150,
+    });
     const id = client.query("Say hello");
     const final = await client.terminal(id);
     const frames = client.framesOf(id);
@@ -39,7 +43,10 @@ Deno.test("a query streams thinking, deltas, then one final response with usage 
     assertEquals(final.finish_reason, "stop");
     assertEquals(final.usage.completion_tokens, 4);
     assertEquals(typeof final.usage.cost, "number");
-    assert(final.timing.first_token_ms >= 100, `first token after keep-alives: ${final.timing.first_token_ms}`);
+    assert(
+      final.timing.first_token_ms >= 100,
+      `first token after keep-alives: ${final.timing.first_token_ms}`,
+    );
     assert(final.timing.total_ms >= final.timing.first_token_ms);
     assertEquals(frames.filter((f) => f.done === true || f.type === "error").length, 1);
     assertGapless(client.frames);

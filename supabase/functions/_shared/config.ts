@@ -21,12 +21,6 @@ const number = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
 const integer = (def: number, min: number, max = Number.MAX_SAFE_INTEGER) =>
   z.coerce.number().int().min(min).max(max).default(def);
 
-const flag = (def: boolean) =>
-  z
-    .enum(["true", "false", "1", "0", "yes", "no", "on", "off"])
-    .default(def ? "true" : "false")
-    .transform((v) => ["true", "1", "yes", "on"].includes(v));
-
 /**
  * The environment schema. Names and defaults of the original seed are kept
  * (`MODEL`, `AGENT_NAME`, `SESSION_TIMEOUT` in minutes, `MAX_HISTORY`,
@@ -140,9 +134,7 @@ export function loadConfig(
     };
   }
   const e = parsed.data;
-  const allowed = e.ALLOWED_MODELS.length > 0
-    ? e.ALLOWED_MODELS
-    : [e.MODEL, ...e.FALLBACK_MODELS];
+  const allowed = e.ALLOWED_MODELS.length > 0 ? e.ALLOWED_MODELS : [e.MODEL, ...e.FALLBACK_MODELS];
   const age = e.MAX_CONNECTION_AGE_SECONDS === "auto"
     ? (opts.edgeRuntime ? EDGE_RUNTIME_CONNECTION_AGE_S : 0)
     : e.MAX_CONNECTION_AGE_SECONDS;

@@ -255,13 +255,24 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         endCancelled(session, q, inFlight.content);
       } else if (why !== "closed") {
         const e = err instanceof UpstreamError ? err : undefined;
-        if (!e) log.error("query_internal_error", { session: session.id, query: q.id, err: String(err) });
-        log.info("query_failed", { session: session.id, query: q.id, code: e?.code ?? "internal_error" });
-        error(session, e?.code ?? "internal_error", e?.message ?? "Something went wrong on the server", {
-          id: q.id,
-          retryable: e?.retryable ?? true,
-          ...(e?.retryAfterMs !== undefined ? { retry_after_ms: e.retryAfterMs } : {}),
+        if (!e) {
+          log.error("query_internal_error", { session: session.id, query: q.id, err: String(err) });
+        }
+        log.info("query_failed", {
+          session: session.id,
+          query: q.id,
+          code: e?.code ?? "internal_error",
         });
+        error(
+          session,
+          e?.code ?? "internal_error",
+          e?.message ?? "Something went wrong on the server",
+          {
+            id: q.id,
+            retryable: e?.retryable ?? true,
+            ...(e?.retryAfterMs !== undefined ? { retry_after_ms: e.retryAfterMs } : {}),
+          },
+        );
       }
     } finally {
       if (session.inFlight === inFlight) session.inFlight = null;
@@ -330,15 +341,18 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         return;
       }
       case "stats": {
+        const c = session.counters;
         session.emit({
           type: "notification",
           event: "stats",
           content: "Session statistics",
           id: frame.id,
           session_id: session.id,
-          ...session.counters,
-          completion_tokens: session.counters.completionTokens,
-          completionTokens: undefined,
+          queries: c.queries,
+          responses: c.responses,
+          errors: c.errors,
+          cancelled: c.cancelled,
+          completion_tokens: c.completionTokens,
           queued: session.queue.size,
           in_flight: session.inFlight?.id ?? null,
           feedback: session.feedback.length,
@@ -413,7 +427,11 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
       if (session.closed) return;
       session.lastActivity = Date.now();
       if (typeof data !== "string") {
-        return error(session, "unsupported_frame", "Binary frames are not supported; send JSON text");
+        return error(
+          session,
+          "unsupported_frame",
+          "Binary frames are not supported; send JSON text",
+        );
       }
       // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
       if (data.length * 3 > config.maxMessageBytes) {

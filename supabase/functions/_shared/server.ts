@@ -6,7 +6,7 @@
  * @module
  */
 import type { Config } from "./config.ts";
-import { createLogger, type Logger } from "./log.ts";
+import { createLogger, type Logger, type LogSink } from "./log.ts";
 import { MemoryStore, type SessionStore } from "./store.ts";
 import { createUpstreamClient, type UpstreamClient } from "./upstream.ts";
 import { SessionRegistry } from "./sessions.ts";
@@ -17,9 +17,13 @@ import { keepAliveUntil } from "./edge_runtime.ts";
 /** The version reported by the health route. */
 export const VERSION = "1.0.0";
 
+/** How long shutdown waits for clients to acknowledge their close frames. */
+const CLOSE_GRACE_MS = 2000;
+
 /** Optional replacements for the default collaborators. */
 export interface AppOptions {
-  log?: Logger;
+  /** Where log lines go (default: stdout). Secrets are redacted before they get here. */
+  logSink?: LogSink;
   store?: SessionStore;
   upstream?: UpstreamClient;
 }
@@ -30,8 +34,11 @@ export interface App {
   agent: AgentHandler;
   sessions: SessionRegistry;
   log: Logger;
-  /** Stops the sweeper and closes every socket with `shutdown` + 1012. */
-  close(reason?: string): void;
+  /**
+   * Stops the sweeper, closes every socket with `shutdown` + 1012, and
+   * resolves once they are closed (or after a short grace period).
+   */
+  close(reason?: string): Promise<void>;
 }
 
 function json(body: unknown, status = 200): Response {
@@ -52,7 +59,7 @@ function json(body: unknown, status = 200): Response {
  * ```
  */
 export function createApp(config: Config, opts: AppOptions = {}): App {
-  const log = opts.log ?? createLogger(config.logLevel, [config.apiKey]);
+  const log = createLogger(config.logLevel, [config.apiKey], opts.logSink);
   const store = opts.store ?? new MemoryStore({
     maxHistory: config.maxHistory,
     maxHistoryChars: config.maxHistoryChars,
@@ -64,6 +71,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   const agent = createAgentHandler({ config, log, store, upstream, sessions });
   const stopSweeper = agent.startSweeper();
   const startedAt = performance.now();
+  const openSockets = new Set<Promise<void>>();
 
   function upgrade(req: Request): Response {
     const offered = (req.headers.get("sec-websocket-protocol") ?? "")
@@ -74,9 +82,12 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       idleTimeout: config.heartbeatSeconds,
     });
     const session = agent.onConnect(socket);
-    keepAliveUntil(
-      new Promise<void>((resolve) => socket.addEventListener("close", () => resolve())),
+    const closed = new Promise<void>((resolve) =>
+      socket.addEventListener("close", () => resolve())
     );
+    openSockets.add(closed);
+    closed.then(() => openSockets.delete(closed));
+    keepAliveUntil(closed);
     socket.addEventListener("open", () => agent.onOpen(session));
     socket.addEventListener("message", (e) => {
       try {
@@ -123,9 +134,16 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     agent,
     sessions,
     log,
-    close(reason = "server_stopping") {
+    async close(reason = "server_stopping") {
       stopSweeper();
       agent.shutdown(reason);
+      // Give close frames a moment to reach clients before listeners go away.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        Promise.all(openSockets),
+        new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
+      ]);
+      clearTimeout(timer);
     },
   };
 }
@@ -166,7 +184,7 @@ export function startServer(
     url: `http://${host}:${addr.port}`,
     port: addr.port,
     async shutdown(reason) {
-      app.close(reason);
+      await app.close(reason);
       await server.shutdown();
     },
   };

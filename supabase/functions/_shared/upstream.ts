@@ -284,13 +284,19 @@ export function createUpstreamClient(
           const attemptSignal = AbortSignal.any([signal, total.signal, firstToken.signal]);
           const onDelta = hooks.onDelta;
           try {
-            const result = await attempt(req, {
-              ...hooks,
-              onDelta: (t) => {
-                clearTimeout(ftTimer);
-                onDelta(t);
+            const result = await attempt(
+              req,
+              {
+                ...hooks,
+                onDelta: (t) => {
+                  clearTimeout(ftTimer);
+                  onDelta(t);
+                },
               },
-            }, attemptSignal, started, state);
+              attemptSignal,
+              started,
+              state,
+            );
             return { ...result, firstTokenMs: state.firstTokenMs, attempts: n + 1 };
           } catch (err) {
             if (signal.aborted) throw signal.reason;
@@ -307,7 +313,8 @@ export function createUpstreamClient(
             ) {
               throw e;
             }
-            const delayMs = e.retryAfterMs ?? fullJitterDelay(n, config.retryBaseMs, config.retryMaxMs);
+            const delayMs = e.retryAfterMs ??
+              fullJitterDelay(n, config.retryBaseMs, config.retryMaxMs);
             log.info("upstream_retry", { attempt: n + 1, delay_ms: delayMs, code: e.code });
             hooks.onRetry({ attempt: n + 1, delayMs, code: e.code });
             await sleep(delayMs, AbortSignal.any([signal, total.signal]));

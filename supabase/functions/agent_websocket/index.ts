@@ -5,7 +5,6 @@
  * @module
  */
 import { loadConfig } from "../_shared/config.ts";
-import { createLogger } from "../_shared/log.ts";
 import { startServer } from "../_shared/server.ts";
 import { isEdgeRuntime, onBeforeUnload } from "../_shared/edge_runtime.ts";
 import { installSignalHandlers, reportConfigErrors } from "../_shared/lifecycle.ts";
@@ -14,8 +13,8 @@ const result = loadConfig(Deno.env.toObject(), { edgeRuntime: isEdgeRuntime() })
 if (!result.ok) reportConfigErrors(result.errors);
 else {
   const config = result.config;
-  const log = createLogger(config.logLevel, [config.apiKey]);
-  const server = startServer(config, { log });
+  const server = startServer(config);
+  const log = server.app.log;
   log.info("server_started", {
     url: server.url,
     model: config.model,
