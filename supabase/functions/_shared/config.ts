@@ -40,6 +40,9 @@ export const EnvSchema = z.object({
   TEMPERATURE: number(0.7, 0, 2),
   MAX_TOKENS: integer(1500, 1),
   SWEEP_INTERVAL_SECONDS: number(15, 0.01),
+  RESUME_WINDOW_SECONDS: number(120, 0),
+  REPLAY_MAX_FRAMES: integer(5000, 10),
+  REPLAY_MAX_BYTES: integer(1_048_576, 1024),
   HEARTBEAT_SECONDS: integer(30, 0, 3600),
   MAX_MESSAGE_BYTES: integer(65_536, 256),
   MAX_CONTENT_CHARS: integer(32_000, 1),
@@ -77,6 +80,10 @@ export interface Config {
   temperature: number;
   maxTokens: number;
   sweepIntervalMs: number;
+  /** How long a session outlives its socket, waiting for a resume; 0 = not at all. */
+  resumeWindowMs: number;
+  replayMaxFrames: number;
+  replayMaxBytes: number;
   /** Passed to `Deno.upgradeWebSocket` as `idleTimeout`; 0 turns protocol pings off. */
   heartbeatSeconds: number;
   maxMessageBytes: number;
@@ -155,6 +162,9 @@ export function loadConfig(
       temperature: e.TEMPERATURE,
       maxTokens: e.MAX_TOKENS,
       sweepIntervalMs: e.SWEEP_INTERVAL_SECONDS * 1000,
+      resumeWindowMs: e.RESUME_WINDOW_SECONDS * 1000,
+      replayMaxFrames: e.REPLAY_MAX_FRAMES,
+      replayMaxBytes: e.REPLAY_MAX_BYTES,
       heartbeatSeconds: e.HEARTBEAT_SECONDS,
       maxMessageBytes: e.MAX_MESSAGE_BYTES,
       maxContentChars: e.MAX_CONTENT_CHARS,

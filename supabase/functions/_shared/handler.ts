@@ -16,6 +16,7 @@ import {
   type CommandFrame,
   type ErrorBody,
   type ErrorCode,
+  type FeedbackFrame,
   parseClientFrame,
   PROTOCOL_VERSION,
   type QueryFrame,
@@ -23,13 +24,22 @@ import {
 import { Session } from "./session.ts";
 import { SessionRegistry, type SweepReason } from "./sessions.ts";
 import type { PendingQuery } from "./queue.ts";
+import {
+  collectReplay,
+  parseResumeRequest,
+  type ReplayPlan,
+  type ResumeRequest,
+} from "./resume.ts";
 
 /** Close codes this handler uses (see docs/protocol.md). */
 export const CLOSE = {
   normal: 1000,
+  policy: 1008,
   tooLarge: 1009,
   internal: 1011,
   restart: 1012,
+  /** Another socket resumed the session; the client must not reconnect on its own. */
+  takenOver: 4002,
 } as const;
 
 /** Why a generation was aborted by us. */
@@ -44,18 +54,35 @@ export interface AgentDeps {
   sessions: SessionRegistry;
 }
 
+/** One socket's view: the session it speaks for once that is known. */
+export interface Connection {
+  socket: WebSocket;
+  /** Null until the socket is open and its session created or resumed. */
+  session: Session | null;
+  resume: ResumeRequest | null;
+  /** Why the resume parameters were refused, if they were. */
+  badResume: string | null;
+  /** Frames received before the session was ready. */
+  inbox: unknown[];
+}
+
 /** The lifecycle hooks the server wires sockets to. */
 export interface AgentHandler {
-  onConnect(socket: WebSocket): Session;
-  onOpen(session: Session): void;
-  onMessage(session: Session, data: unknown): void;
-  onClose(session: Session, code: number, reason: string): void;
-  onError(session: Session, err: unknown): void;
+  /** Called at upgrade time, with the URL the client connected to. */
+  onConnect(socket: WebSocket, url: URL): Connection;
+  /** Starts or resumes the session; resolves once it is ready. */
+  onOpen(conn: Connection): Promise<void>;
+  onMessage(conn: Connection, data: unknown): void;
+  onClose(conn: Connection, code: number, reason: string): void;
+  onError(conn: Connection, err: unknown): void;
   /** Sends `shutdown` and closes every socket with 1012 so clients reconnect. */
   shutdown(reason: string): void;
   /** Starts the sweeper; returns a function that stops it. */
   startSweeper(): () => void;
 }
+
+/** Frames a client may send before its session is ready, beyond which it is cut off. */
+const MAX_INBOX = 256;
 
 const encoder = new TextEncoder();
 
@@ -69,9 +96,9 @@ const ANSWERED_IDS_KEPT = 1000;
  * ```ts
  * const agent = createAgentHandler({ config, log, store, upstream, sessions });
  * const { socket, response } = Deno.upgradeWebSocket(req);
- * const session = agent.onConnect(socket);
- * socket.onopen = () => agent.onOpen(session);
- * socket.onmessage = (e) => agent.onMessage(session, e.data);
+ * const conn = agent.onConnect(socket, new URL(req.url));
+ * socket.onopen = () => agent.onOpen(conn);
+ * socket.onmessage = (e) => agent.onMessage(conn, e.data);
  * ```
  */
 export function createAgentHandler(deps: AgentDeps): AgentHandler {
@@ -120,7 +147,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         max_history: config.maxHistory,
       },
       heartbeat_ms: config.heartbeatSeconds * 1000,
-      resume_window_ms: 0,
+      resume_window_ms: config.resumeWindowMs,
     };
   }
 
@@ -388,7 +415,10 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
   }
 
   function expire(session: Session, why: SweepReason): void {
-    if (why === "idle") {
+    if (why === "resume_window") {
+      log.info("session_expired", { session: session.id });
+      endSession(session, "closed");
+    } else if (why === "idle") {
       log.info("session_timeout", { session: session.id });
       session.emit({
         type: "notification",
@@ -410,95 +440,187 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     }
   }
 
-  return {
-    onConnect(socket) {
-      const session = new Session(crypto.randomUUID(), store, config);
-      session.attach(socket);
-      sessions.add(session);
-      return session;
-    },
+  /** Sends a frame that belongs to this socket, not to the session's sequence. */
+  function sendSocketFrame(socket: WebSocket, frame: Record<string, unknown>): void {
+    try {
+      socket.send(JSON.stringify({ ...frame, seq: 0, timestamp: new Date().toISOString() }));
+    } catch {
+      // The socket is already gone.
+    }
+  }
 
-    onOpen(session) {
-      log.info("session_open", { session: session.id });
-      session.emit(connectedFrame(session));
-    },
+  function newSession(conn: Connection): Session {
+    const session = new Session(crypto.randomUUID(), store, config);
+    session.attach(conn.socket);
+    sessions.add(session);
+    conn.session = session;
+    log.info("session_open", { session: session.id });
+    session.emit(connectedFrame(session));
+    return session;
+  }
 
-    onMessage(session, data) {
-      if (session.closed) return;
-      session.lastActivity = Date.now();
-      if (typeof data !== "string") {
+  async function resume(conn: Connection, req: ResumeRequest): Promise<void> {
+    const target = sessions.get(req.sessionId);
+    const plan: ReplayPlan = target && !target.closed ? await collectReplay(target, req.lastSeq) : {
+      ok: false,
+      code: "not_found",
+      message: "Unknown session, or its resume window has ended; starting a new session",
+    };
+    if (conn.socket.readyState !== WebSocket.OPEN) return;
+    if (!plan.ok || !target) {
+      log.info("resume_refused", { session: req.sessionId, code: plan.ok ? "" : plan.code });
+      const fresh = newSession(conn);
+      error(fresh, plan.ok ? "not_found" : plan.code, plan.ok ? "" : plan.message);
+      return;
+    }
+    // From here to the end nothing awaits: no frame can be emitted between the
+    // replay and the attach, so the client misses nothing and sees nothing twice.
+    const previous = target.socket;
+    if (previous && previous !== conn.socket) {
+      sendSocketFrame(previous, {
+        type: "notification",
+        event: "session_taken_over",
+        content: "Another connection resumed this session",
+        session_id: target.id,
+      });
+      try {
+        previous.close(CLOSE.takenOver, "Session taken over");
+      } catch {
+        // Already closing.
+      }
+    }
+    target.attach(conn.socket);
+    conn.session = target;
+    sendSocketFrame(conn.socket, {
+      type: "notification",
+      event: "resumed",
+      content: `Resumed session ${target.id}`,
+      session_id: target.id,
+      last_seq: req.lastSeq,
+      replayed: plan.frames.length,
+      resume_window_ms: config.resumeWindowMs,
+    });
+    for (const f of plan.frames) target.sendRaw(f.json);
+    log.info("session_resumed", { session: target.id, replayed: plan.frames.length });
+  }
+
+  function dispatch(session: Session, data: unknown): void {
+    session.lastActivity = Date.now();
+    if (typeof data !== "string") {
+      return error(session, "unsupported_frame", "Binary frames are not supported; send JSON text");
+    }
+    // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
+    if (data.length * 3 > config.maxMessageBytes) {
+      const bytes = encoder.encode(data).length;
+      if (bytes > config.maxMessageBytes) {
         return error(
           session,
-          "unsupported_frame",
-          "Binary frames are not supported; send JSON text",
+          "message_too_large",
+          `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
         );
       }
-      // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
-      if (data.length * 3 > config.maxMessageBytes) {
-        const bytes = encoder.encode(data).length;
-        if (bytes > config.maxMessageBytes) {
-          return error(
-            session,
-            "message_too_large",
-            `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
-          );
-        }
+    }
+    const parsed = parseClientFrame(data, config.maxContentChars);
+    if (!parsed.ok) {
+      session.counters.errors++;
+      session.emit(parsed.error);
+      return;
+    }
+    const frame = parsed.frame;
+    switch (frame.type) {
+      case "ping":
+        session.emit({ type: "pong", ...(frame.id !== undefined ? { id: frame.id } : {}) });
+        return;
+      case "query":
+        return onQuery(session, frame);
+      case "command":
+        onCommand(session, frame).catch((err) => {
+          log.error("command_failed", { session: session.id, err: String(err) });
+          error(session, "internal_error", "The command failed on the server", {
+            id: frame.id,
+            retryable: true,
+          });
+        });
+        return;
+      case "feedback":
+        return onFeedback(session, frame);
+    }
+  }
+
+  function onFeedback(session: Session, frame: FeedbackFrame): void {
+    if (!answered.get(session)?.has(frame.id)) {
+      return error(session, "not_found", "No response with that id in this session", {
+        id: frame.id,
+      });
+    }
+    session.feedback.push({
+      id: frame.id,
+      rating: frame.rating,
+      comment: frame.comment,
+      at: new Date().toISOString(),
+    });
+    log.info("feedback", { session: session.id, query: frame.id, rating: frame.rating });
+    session.emit({
+      type: "notification",
+      event: "feedback_received",
+      content: "Thanks for the feedback",
+      id: frame.id,
+      rating: frame.rating,
+    });
+  }
+
+  return {
+    onConnect(socket, url) {
+      const parsed = parseResumeRequest(url);
+      return {
+        socket,
+        session: null,
+        resume: parsed && !("error" in parsed) ? parsed : null,
+        badResume: parsed && "error" in parsed ? parsed.error : null,
+        inbox: [],
+      };
+    },
+
+    async onOpen(conn) {
+      if (conn.resume) await resume(conn, conn.resume);
+      else {
+        const session = newSession(conn);
+        if (conn.badResume) error(session, "invalid_message", conn.badResume);
       }
-      const parsed = parseClientFrame(data, config.maxContentChars);
-      if (!parsed.ok) {
-        session.counters.errors++;
-        session.emit(parsed.error);
+      // Frames that arrived while the session was being found are handled in order.
+      const session = conn.session;
+      const inbox = conn.inbox.splice(0);
+      if (session) { for (const data of inbox) dispatch(session, data); }
+    },
+
+    onMessage(conn, data) {
+      const session = conn.session;
+      if (!session) {
+        if (conn.inbox.push(data) > MAX_INBOX) {
+          conn.socket.close(CLOSE.policy, "Too many frames before the session was ready");
+        }
         return;
       }
-      const frame = parsed.frame;
-      switch (frame.type) {
-        case "ping":
-          session.emit({ type: "pong", ...(frame.id !== undefined ? { id: frame.id } : {}) });
-          return;
-        case "query":
-          return onQuery(session, frame);
-        case "command":
-          onCommand(session, frame).catch((err) => {
-            log.error("command_failed", { session: session.id, err: String(err) });
-            error(session, "internal_error", "The command failed on the server", {
-              id: frame.id,
-              retryable: true,
-            });
-          });
-          return;
-        case "feedback": {
-          if (!answered.get(session)?.has(frame.id)) {
-            return error(session, "not_found", "No response with that id in this session", {
-              id: frame.id,
-            });
-          }
-          session.feedback.push({
-            id: frame.id,
-            rating: frame.rating,
-            comment: frame.comment,
-            at: new Date().toISOString(),
-          });
-          log.info("feedback", { session: session.id, query: frame.id, rating: frame.rating });
-          session.emit({
-            type: "notification",
-            event: "feedback_received",
-            content: "Thanks for the feedback",
-            id: frame.id,
-            rating: frame.rating,
-          });
-          return;
-        }
+      // A socket whose session was taken over, or that ended, has no say any more.
+      if (session.closed || session.socket !== conn.socket) return;
+      dispatch(session, data);
+    },
+
+    onClose(conn, code, reason) {
+      const session = conn.session;
+      if (!session || session.closed || session.socket !== conn.socket) return;
+      if (config.resumeWindowMs > 0) {
+        log.info("session_detached", { session: session.id, code, reason: reason.slice(0, 120) });
+        session.detach();
+      } else {
+        log.info("session_close", { session: session.id, code, reason: reason.slice(0, 120) });
+        endSession(session, "closed");
       }
     },
 
-    onClose(session, code, reason) {
-      log.info("session_close", { session: session.id, code, reason: reason.slice(0, 120) });
-      endSession(session, "closed");
-    },
-
-    onError(session, err) {
+    onError(conn, err) {
       log.warn("socket_error", {
-        session: session.id,
+        session: conn.session?.id,
         err: err instanceof ErrorEvent ? err.message : String(err),
       });
     },
@@ -520,6 +642,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     startSweeper() {
       const policy = {
         idleMs: config.sessionTimeoutMs,
+        resumeWindowMs: config.resumeWindowMs,
         maxConnectionAgeMs: config.maxConnectionAgeMs,
         intervalMs: config.sweepIntervalMs,
       };

@@ -24,6 +24,7 @@ export const ERROR_CODES = [
   "rate_limited",
   "queue_full",
   "not_found",
+  "resume_gap",
   "unauthorized",
   "not_configured",
   "model_not_allowed",
@@ -88,6 +89,8 @@ export const ClientFrame = z.discriminatedUnion("type", [
 export type ClientFrame = z.infer<typeof ClientFrame>;
 /** Parsed query frame. */
 export type QueryFrame = z.infer<typeof QueryFrame>;
+/** Parsed feedback frame. */
+export type FeedbackFrame = z.infer<typeof FeedbackFrame>;
 /** Parsed command frame. */
 export type CommandFrame = z.infer<typeof CommandFrame>;
 

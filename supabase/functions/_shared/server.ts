@@ -10,7 +10,7 @@ import { createLogger, type Logger, type LogSink } from "./log.ts";
 import { MemoryStore, type SessionStore } from "./store.ts";
 import { createUpstreamClient, type UpstreamClient } from "./upstream.ts";
 import { SessionRegistry } from "./sessions.ts";
-import { type AgentHandler, createAgentHandler } from "./handler.ts";
+import { type AgentHandler, CLOSE, createAgentHandler } from "./handler.ts";
 import { SUBPROTOCOL } from "./protocol.ts";
 import { keepAliveUntil } from "./edge_runtime.ts";
 
@@ -63,8 +63,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   const store = opts.store ?? new MemoryStore({
     maxHistory: config.maxHistory,
     maxHistoryChars: config.maxHistoryChars,
-    replayMaxFrames: 2000,
-    replayMaxBytes: 512 * 1024,
+    replayMaxFrames: config.replayMaxFrames,
+    replayMaxBytes: config.replayMaxBytes,
   });
   const upstream = opts.upstream ?? createUpstreamClient(config, log);
   const sessions = new SessionRegistry();
@@ -81,21 +81,30 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       protocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
       idleTimeout: config.heartbeatSeconds,
     });
-    const session = agent.onConnect(socket);
+    const conn = agent.onConnect(socket, new URL(req.url));
     const closed = new Promise<void>((resolve) =>
       socket.addEventListener("close", () => resolve())
     );
     openSockets.add(closed);
     closed.then(() => openSockets.delete(closed));
     keepAliveUntil(closed);
-    socket.addEventListener("open", () => agent.onOpen(session));
+    socket.addEventListener("open", () => {
+      agent.onOpen(conn).catch((err) => {
+        log.error("open_failed", { err: String(err) });
+        try {
+          socket.close(CLOSE.internal, "Internal error");
+        } catch {
+          // Already closed.
+        }
+      });
+    });
     socket.addEventListener("message", (e) => {
       try {
-        agent.onMessage(session, e.data);
+        agent.onMessage(conn, e.data);
       } catch (err) {
         // The handler answers bad input itself; this is the net for our own bugs.
-        log.error("message_handler_crashed", { session: session.id, err: String(err) });
-        session.emit({
+        log.error("message_handler_crashed", { session: conn.session?.id, err: String(err) });
+        conn.session?.emit({
           type: "error",
           code: "internal_error",
           message: "The server failed to handle that frame",
@@ -103,8 +112,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         });
       }
     });
-    socket.addEventListener("close", (e) => agent.onClose(session, e.code, e.reason));
-    socket.addEventListener("error", (e) => agent.onError(session, e));
+    socket.addEventListener("close", (e) => agent.onClose(conn, e.code, e.reason));
+    socket.addEventListener("error", (e) => agent.onError(conn, e));
     return response;
   }
 

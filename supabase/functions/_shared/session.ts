@@ -57,6 +57,8 @@ export class Session {
   lastActivity = Date.now();
   /** When the current socket was attached, for the maximum connection age. */
   attachedAt = Date.now();
+  /** When the last socket went away; null while one is attached. */
+  detachedAt: number | null = null;
   socket: WebSocket | null = null;
   readonly queue: QueryQueue;
   readonly bucket: TokenBucket;
@@ -88,6 +90,13 @@ export class Session {
     this.socket = socket;
     this.attachedAt = Date.now();
     this.lastActivity = Date.now();
+    this.detachedAt = null;
+  }
+
+  /** Forgets the socket; frames keep going to the replay log for a resume. */
+  detach(): void {
+    this.socket = null;
+    this.detachedAt = Date.now();
   }
 
   /** Stamps, records and sends one frame; returns its seq (0 once closed). */

@@ -8,12 +8,14 @@
 import type { Session } from "./session.ts";
 
 /** Why the sweeper hands a session back. */
-export type SweepReason = "idle" | "max_age";
+export type SweepReason = "idle" | "max_age" | "resume_window";
 
 /** What the sweeper decides with. */
 export interface SweepPolicy {
   /** A session with no client activity for this long is ended. */
   idleMs: number;
+  /** A session without a socket for this long is ended. */
+  resumeWindowMs: number;
   /** A socket attached this long is closed so its client reconnects; 0 = never. */
   maxConnectionAgeMs: number;
   intervalMs: number;
@@ -67,8 +69,13 @@ export class SessionRegistry {
     const now = Date.now();
     let expired = 0;
     for (const s of this.#map.values()) {
-      // A running generation is activity: the user is waiting for it, not idle.
-      if (!s.inFlight && now - s.lastActivity > policy.idleMs) {
+      if (s.detachedAt !== null) {
+        if (now - s.detachedAt > policy.resumeWindowMs) {
+          expired++;
+          onExpire(s, "resume_window");
+        }
+        // A running generation is activity: the user is waiting for it, not idle.
+      } else if (!s.inFlight && now - s.lastActivity > policy.idleMs) {
         expired++;
         onExpire(s, "idle");
       } else if (
