@@ -116,8 +116,10 @@ export interface CloseDisposition {
 /**
  * Classifies a close. Terminal: 4001 (bad token: retrying cannot help until the app gets a new
  * one), 1008 (policy, e.g. origin refused), 4029 (too many connections: retrying would only add
- * load) and 1000 "Session timeout" (the server ended the session on purpose). Everything else,
- * 1012 restart and abnormal 1006 included, is worth a reconnect and resume.
+ * load), 4002 (another connection resumed this session: reconnecting would steal it back, and
+ * the two would evict each other forever) and 1000 "Session timeout" (the server ended the
+ * session on purpose). Everything else, 1012 restart and abnormal 1006 included, is worth a
+ * reconnect and resume.
  *
  * @example
  * ```ts
@@ -132,6 +134,8 @@ export function closeDisposition(code: number, reason: string): CloseDisposition
       return { reconnect: false, error: "policy_violation" };
     case 4029:
       return { reconnect: false, error: "too_many_connections" };
+    case 4002:
+      return { reconnect: false, error: "session_taken_over" };
     case 1000:
       if (/session timeout/i.test(reason)) return { reconnect: false, error: "session_timeout" };
   }
@@ -140,7 +144,8 @@ export function closeDisposition(code: number, reason: string): CloseDisposition
 
 /**
  * True when a frame was already delivered: its `seq` is not above the highest seen. Frames
- * without a numeric `seq` are never treated as duplicates.
+ * without a positive `seq` are outside the session's numbering (the server marks frames about
+ * one socket, such as `resumed`, with `seq: 0`) and are never duplicates.
  *
  * @example
  * ```ts
@@ -149,7 +154,7 @@ export function closeDisposition(code: number, reason: string): CloseDisposition
  * ```
  */
 export function isDuplicate(seq: unknown, lastSeq: number): boolean {
-  return typeof seq === "number" && seq <= lastSeq;
+  return typeof seq === "number" && seq > 0 && seq <= lastSeq;
 }
 
 /**

@@ -16,8 +16,16 @@ Deno.test("config: seed defaults hold when nothing is set", () => {
   assertEquals(c.apiKey, undefined);
   assertEquals(c.baseUrl, "https://openrouter.ai/api/v1");
   assertEquals(c.maxConnectionAgeMs, 0);
-  const edge = loadConfig({}, { edgeRuntime: true });
+  assertEquals(c.auth, null, "auth is off under plain Deno by default");
+  const edge = loadConfig({ SUPABASE_URL: "https://x.supabase.co" }, { edgeRuntime: true });
   assert(edge.ok && edge.config.maxConnectionAgeMs === 140_000);
+  assertEquals(
+    edge.config.auth?.issuer,
+    "https://x.supabase.co/auth/v1",
+    "auth is on under the edge runtime",
+  );
+  const noUrl = loadConfig({}, { edgeRuntime: true });
+  assert(!noUrl.ok && noUrl.errors[0].includes("SUPABASE_URL"));
 });
 
 Deno.test("config: every invalid variable is reported at once", () => {

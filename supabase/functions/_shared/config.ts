@@ -61,6 +61,18 @@ export const EnvSchema = z.object({
     .union([z.literal("auto"), z.coerce.number().min(0)])
     .default("auto"),
   PORT: integer(8000, 0, 65_535),
+  AUTH_MODE: z.enum(["auto", "off", "supabase"]).default("auto"),
+  SUPABASE_URL: z.url().optional(),
+  SUPABASE_ANON_KEY: z.string().optional(),
+  SUPABASE_JWT_SECRET: z.string().min(16).optional(),
+  JWT_ISSUER: z.string().optional(),
+  JWT_AUDIENCE: z.string().min(1).default("authenticated"),
+  ALLOWED_ORIGINS: csv,
+  MAX_CONNECTIONS: integer(1000, 1),
+  MAX_CONNECTIONS_PER_USER: integer(5, 1),
+  HARD_MAX_MESSAGE_BYTES: integer(1_048_576, 1024),
+  SEND_HIGH_WATER_BYTES: integer(262_144, 1024),
+  SEND_HARD_LIMIT_BYTES: integer(4_194_304, 4096),
 });
 
 /** The parsed configuration the rest of the code reads. */
@@ -104,6 +116,24 @@ export interface Config {
   port: number;
   /** Set by `deno task dev` when the offline simulator answers instead of OpenRouter. */
   simulator: boolean;
+  /** Null when authentication is off. */
+  auth: {
+    supabaseUrl: string;
+    apiKey: string;
+    jwtSecret: string | undefined;
+    issuer: string;
+    audience: string;
+  } | null;
+  /** Browser origins allowed to connect; empty allows every origin. */
+  allowedOrigins: string[];
+  maxConnections: number;
+  maxConnectionsPerUser: number;
+  /** Frames over this close the socket with 1009 instead of getting an error frame. */
+  hardMaxMessageBytes: number;
+  /** Above this many queued bytes a socket's deltas are coalesced and upstream reading waits. */
+  sendHighWaterBytes: number;
+  /** Above this the query ends with `slow_consumer` and the socket is closed. */
+  sendHardLimitBytes: number;
 }
 
 /** The result of {@linkcode loadConfig}: a config, or every problem at once. */
@@ -141,6 +171,13 @@ export function loadConfig(
     };
   }
   const e = parsed.data;
+  const authOn = e.AUTH_MODE === "supabase" || (e.AUTH_MODE === "auto" && !!opts.edgeRuntime);
+  if (authOn && !e.SUPABASE_URL) {
+    return {
+      ok: false,
+      errors: ["SUPABASE_URL: required when AUTH_MODE is supabase (set automatically on Supabase)"],
+    };
+  }
   const allowed = e.ALLOWED_MODELS.length > 0 ? e.ALLOWED_MODELS : [e.MODEL, ...e.FALLBACK_MODELS];
   const age = e.MAX_CONNECTION_AGE_SECONDS === "auto"
     ? (opts.edgeRuntime ? EDGE_RUNTIME_CONNECTION_AGE_S : 0)
@@ -182,6 +219,21 @@ export function loadConfig(
       maxConnectionAgeMs: age * 1000,
       port: e.PORT,
       simulator: false,
+      auth: authOn && e.SUPABASE_URL
+        ? {
+          supabaseUrl: e.SUPABASE_URL.replace(/\/+$/, ""),
+          apiKey: e.SUPABASE_ANON_KEY ?? "public",
+          jwtSecret: e.SUPABASE_JWT_SECRET,
+          issuer: e.JWT_ISSUER ?? `${e.SUPABASE_URL.replace(/\/+$/, "")}/auth/v1`,
+          audience: e.JWT_AUDIENCE,
+        }
+        : null,
+      allowedOrigins: e.ALLOWED_ORIGINS,
+      maxConnections: e.MAX_CONNECTIONS,
+      maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+      hardMaxMessageBytes: Math.max(e.HARD_MAX_MESSAGE_BYTES, e.MAX_MESSAGE_BYTES),
+      sendHighWaterBytes: e.SEND_HIGH_WATER_BYTES,
+      sendHardLimitBytes: Math.max(e.SEND_HARD_LIMIT_BYTES, e.SEND_HIGH_WATER_BYTES),
     },
   };
 }

@@ -24,6 +24,9 @@ import {
 import { Session } from "./session.ts";
 import { SessionRegistry, type SweepReason } from "./sessions.ts";
 import type { PendingQuery } from "./queue.ts";
+import { sleep } from "./backoff.ts";
+import type { AuthUser } from "./auth.ts";
+import type { UserLimits } from "./limits.ts";
 import {
   collectReplay,
   parseResumeRequest,
@@ -38,12 +41,19 @@ export const CLOSE = {
   tooLarge: 1009,
   internal: 1011,
   restart: 1012,
+  /** The client stopped reading; it may reconnect and resume later. */
+  tryAgainLater: 1013,
+  unauthorized: 4001,
+  tooManyConnections: 4029,
   /** Another socket resumed the session; the client must not reconnect on its own. */
   takenOver: 4002,
 } as const;
 
 /** Why a generation was aborted by us. */
-type AbortWhy = "cancel" | "closed";
+type AbortWhy = "cancel" | "closed" | "slow_consumer";
+
+/** How often a paused generation checks whether its client has caught up. */
+const DRAIN_POLL_MS = 10;
 
 /** Everything the handler needs, injected so tests run it for real. */
 export interface AgentDeps {
@@ -52,11 +62,16 @@ export interface AgentDeps {
   store: SessionStore;
   upstream: UpstreamClient;
   sessions: SessionRegistry;
+  limits: UserLimits;
 }
 
 /** One socket's view: the session it speaks for once that is known. */
 export interface Connection {
   socket: WebSocket;
+  /** The authenticated user; null when auth is off. */
+  user: AuthUser | null;
+  /** The id sent upstream as OpenRouter's `user`. */
+  upstreamUser?: string;
   /** Null until the socket is open and its session created or resumed. */
   session: Session | null;
   resume: ResumeRequest | null;
@@ -68,8 +83,12 @@ export interface Connection {
 
 /** The lifecycle hooks the server wires sockets to. */
 export interface AgentHandler {
-  /** Called at upgrade time, with the URL the client connected to. */
-  onConnect(socket: WebSocket, url: URL): Connection;
+  /** Called at upgrade time, with the URL the client connected to and who it is. */
+  onConnect(
+    socket: WebSocket,
+    url: URL,
+    user?: { user: AuthUser; upstreamUser: string },
+  ): Connection;
   /** Starts or resumes the session; resolves once it is ready. */
   onOpen(conn: Connection): Promise<void>;
   onMessage(conn: Connection, data: unknown): void;
@@ -102,7 +121,7 @@ const ANSWERED_IDS_KEPT = 1000;
  * ```
  */
 export function createAgentHandler(deps: AgentDeps): AgentHandler {
-  const { config, log, store, upstream, sessions } = deps;
+  const { config, log, store, upstream, sessions, limits } = deps;
   const answered = new WeakMap<Session, Set<string>>();
 
   function error(
@@ -173,7 +192,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         issues: [{ path: "model", message: `Allowed: ${config.allowedModels.join(", ")}` }],
       });
     }
-    const wait = session.bucket.take();
+    const wait = limits.take(session.rateKey);
     if (wait > 0) {
       return error(session, "rate_limited", "Too many queries; slow down", {
         id,
@@ -215,6 +234,23 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     const controller = new AbortController();
     const inFlight = { id: q.id, controller, content: "" };
     session.inFlight = inFlight;
+    // Deltas not yet sent because the client is behind; sent as one when it catches up.
+    let pending = "";
+    const flush = () => {
+      if (pending === "") return;
+      session.emit({ type: "response", id: q.id, delta: pending, done: false });
+      pending = "";
+    };
+    const drain = async () => {
+      for (;;) {
+        const ws = session.socket;
+        if (!ws || controller.signal.aborted || ws.bufferedAmount <= config.sendHighWaterBytes) {
+          break;
+        }
+        await sleep(DRAIN_POLL_MS, controller.signal).catch(() => {});
+      }
+      flush();
+    };
     session.emit({ type: "status", id: q.id, state: "thinking", content: "Thinking..." });
     log.debug("query_start", { session: session.id, query: q.id, model: q.model });
     try {
@@ -227,11 +263,17 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
             ...history,
             { role: "user", content: q.content },
           ],
+          user: session.upstreamUser,
         },
         {
           onDelta: (delta) => {
             inFlight.content += delta;
-            if (q.stream) session.emit({ type: "response", id: q.id, delta, done: false });
+            if (!q.stream) return;
+            pending += delta;
+            const ws = session.socket;
+            if (!ws || ws.bufferedAmount <= config.sendHighWaterBytes) return flush();
+            // The client is behind: stop reading the upstream until it catches up.
+            return drain();
           },
           onRetry: ({ attempt, delayMs, code }) => {
             session.emit({
@@ -246,6 +288,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         },
         controller.signal,
       );
+      flush();
       await store.appendHistory(session.id, [
         { role: "user", content: q.content },
         { role: "assistant", content: result.content },
@@ -278,7 +321,13 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
       });
     } catch (err) {
       const why = controller.signal.aborted ? controller.signal.reason as AbortWhy : undefined;
-      if (why === "cancel") {
+      flush();
+      if (why === "slow_consumer") {
+        error(session, "slow_consumer", "The client is not reading its frames; answer stopped", {
+          id: q.id,
+          retryable: true,
+        });
+      } else if (why === "cancel") {
         endCancelled(session, q, inFlight.content);
       } else if (why !== "closed") {
         const e = err instanceof UpstreamError ? err : undefined;
@@ -401,6 +450,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     session.queue.drain();
     session.closed = true;
     sessions.delete(session.id);
+    limits.forget(session.rateKey);
     store.delete(session.id).catch((err) =>
       log.warn("store_delete_failed", { session: session.id, err: String(err) })
     );
@@ -450,7 +500,14 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
   }
 
   function newSession(conn: Connection): Session {
-    const session = new Session(crypto.randomUUID(), store, config);
+    const session = new Session(
+      crypto.randomUUID(),
+      store,
+      config,
+      conn.user?.id ?? null,
+      conn.upstreamUser,
+    );
+    session.onOverflow = () => overflow(session);
     session.attach(conn.socket);
     sessions.add(session);
     conn.session = session;
@@ -460,7 +517,9 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
   }
 
   async function resume(conn: Connection, req: ResumeRequest): Promise<void> {
-    const target = sessions.get(req.sessionId);
+    const found = sessions.get(req.sessionId);
+    // Another user's session is reported exactly like a missing one: nothing leaks.
+    const target = found && found.owner === (conn.user?.id ?? null) ? found : undefined;
     const plan: ReplayPlan = target && !target.closed ? await collectReplay(target, req.lastSeq) : {
       ok: false,
       code: "not_found",
@@ -490,6 +549,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
       }
     }
     target.attach(conn.socket);
+    target.onOverflow = () => overflow(target);
     conn.session = target;
     sendSocketFrame(conn.socket, {
       type: "notification",
@@ -504,6 +564,18 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     log.info("session_resumed", { session: target.id, replayed: plan.frames.length });
   }
 
+  /** A client that stopped reading: end its answer, close, let it resume when it can. */
+  function overflow(session: Session): void {
+    log.warn("slow_consumer", { session: session.id, query: session.inFlight?.id });
+    const ws = session.socket;
+    if (session.inFlight) session.inFlight.controller.abort("slow_consumer" satisfies AbortWhy);
+    try {
+      ws?.close(CLOSE.tryAgainLater, "Client is not reading");
+    } catch {
+      // Already closing.
+    }
+  }
+
   function dispatch(session: Session, data: unknown): void {
     session.lastActivity = Date.now();
     if (typeof data !== "string") {
@@ -512,6 +584,15 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
     if (data.length * 3 > config.maxMessageBytes) {
       const bytes = encoder.encode(data).length;
+      if (bytes > config.hardMaxMessageBytes) {
+        session.counters.errors++;
+        try {
+          session.socket?.close(CLOSE.tooLarge, "Message too large");
+        } catch {
+          // Already closing.
+        }
+        return;
+      }
       if (bytes > config.maxMessageBytes) {
         return error(
           session,
@@ -570,10 +651,12 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
   }
 
   return {
-    onConnect(socket, url) {
+    onConnect(socket, url, who) {
       const parsed = parseResumeRequest(url);
       return {
         socket,
+        user: who?.user ?? null,
+        upstreamUser: who?.upstreamUser,
         session: null,
         resume: parsed && !("error" in parsed) ? parsed : null,
         badResume: parsed && "error" in parsed ? parsed.error : null,

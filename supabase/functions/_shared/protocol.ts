@@ -26,6 +26,8 @@ export const ERROR_CODES = [
   "not_found",
   "resume_gap",
   "unauthorized",
+  "too_many_connections",
+  "slow_consumer",
   "not_configured",
   "model_not_allowed",
   "upstream_error",

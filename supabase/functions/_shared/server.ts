@@ -13,6 +13,14 @@ import { SessionRegistry } from "./sessions.ts";
 import { type AgentHandler, CLOSE, createAgentHandler } from "./handler.ts";
 import { SUBPROTOCOL } from "./protocol.ts";
 import { keepAliveUntil } from "./edge_runtime.ts";
+import {
+  type AuthUser,
+  createSupabaseVerifier,
+  tokenFromRequest,
+  upstreamUserId,
+  type Verifier,
+} from "./auth.ts";
+import { UserLimits } from "./limits.ts";
 
 /** The version reported by the health route. */
 export const VERSION = "1.0.0";
@@ -26,11 +34,12 @@ export interface AppOptions {
   logSink?: LogSink;
   store?: SessionStore;
   upstream?: UpstreamClient;
+  verifier?: Verifier;
 }
 
 /** A request handler plus the state behind it. */
 export interface App {
-  fetch(req: Request): Response;
+  fetch(req: Request): Promise<Response>;
   agent: AgentHandler;
   sessions: SessionRegistry;
   log: Logger;
@@ -68,20 +77,59 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   });
   const upstream = opts.upstream ?? createUpstreamClient(config, log);
   const sessions = new SessionRegistry();
-  const agent = createAgentHandler({ config, log, store, upstream, sessions });
+  const limits = new UserLimits({
+    perUser: config.maxConnectionsPerUser,
+    perMinute: config.rateLimitPerMinute,
+    burst: config.rateLimitBurst,
+  });
+  const verifier = opts.verifier ?? (config.auth ? createSupabaseVerifier(config.auth) : null);
+  const agent = createAgentHandler({ config, log, store, upstream, sessions, limits });
   const stopSweeper = agent.startSweeper();
   const startedAt = performance.now();
   const openSockets = new Set<Promise<void>>();
 
-  function upgrade(req: Request): Response {
+  function accept(req: Request) {
     const offered = (req.headers.get("sec-websocket-protocol") ?? "")
       .split(",")
       .map((p) => p.trim());
-    const { socket, response } = Deno.upgradeWebSocket(req, {
+    // The token subprotocol is never selected: echoing it would put it in responses.
+    return Deno.upgradeWebSocket(req, {
       protocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
       idleTimeout: config.heartbeatSeconds,
     });
-    const conn = agent.onConnect(socket, new URL(req.url));
+  }
+
+  /**
+   * Refuses after the upgrade: browsers cannot read an HTTP status from a
+   * failed handshake, but they can read a close code, and the SDK stops
+   * retrying on 4001 / 4029. No session is created.
+   */
+  function refuse(req: Request, code: number, error: string, message: string): Response {
+    const { socket, response } = accept(req);
+    socket.addEventListener("open", () => {
+      try {
+        socket.send(JSON.stringify({
+          type: "error",
+          code: error,
+          message,
+          retryable: false,
+          seq: 0,
+          timestamp: new Date().toISOString(),
+        }));
+        socket.close(code, error === "unauthorized" ? "Unauthorized" : "Too many connections");
+      } catch {
+        // The client left first.
+      }
+    });
+    return response;
+  }
+
+  function upgrade(req: Request, who?: { user: AuthUser; upstreamUser: string }): Response {
+    const { socket, response } = accept(req);
+    const conn = agent.onConnect(socket, new URL(req.url), who);
+    if (who) {
+      socket.addEventListener("close", () => limits.release(who.user.id), { once: true });
+    }
     const closed = new Promise<void>((resolve) =>
       socket.addEventListener("close", () => resolve())
     );
@@ -118,7 +166,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   }
 
   return {
-    fetch(req) {
+    async fetch(req) {
       const url = new URL(req.url);
       if (req.method === "GET" && url.pathname.endsWith("/health")) {
         return json({
@@ -133,8 +181,49 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
         return new Response("Expected WebSocket request", { status: 400 });
       }
+      const origin = req.headers.get("origin");
+      if (origin && config.allowedOrigins.length > 0 && !config.allowedOrigins.includes(origin)) {
+        log.info("origin_refused", { origin: origin.slice(0, 200) });
+        return new Response("Origin not allowed", { status: 403 });
+      }
+      if (openSockets.size >= config.maxConnections) {
+        log.warn("connection_limit", { open: openSockets.size });
+        return new Response("Too many connections", {
+          status: 503,
+          headers: { "retry-after": "5" },
+        });
+      }
       try {
-        return upgrade(req);
+        if (!verifier) return upgrade(req);
+        const token = tokenFromRequest(req);
+        const result = token
+          ? await verifier.verify(token)
+          : { ok: false as const, reason: "no_token" };
+        if (!result.ok) {
+          log.info("auth_refused", { reason: result.reason });
+          return refuse(
+            req,
+            CLOSE.unauthorized,
+            "unauthorized",
+            "A valid Supabase access token is required",
+          );
+        }
+        const upstreamUser = await upstreamUserId(result.user.id);
+        if (!limits.acquire(result.user.id)) {
+          log.info("user_connection_limit", { user: upstreamUser });
+          return refuse(
+            req,
+            CLOSE.tooManyConnections,
+            "too_many_connections",
+            `At most ${config.maxConnectionsPerUser} connections per user`,
+          );
+        }
+        try {
+          return upgrade(req, { user: result.user, upstreamUser });
+        } catch (err) {
+          limits.release(result.user.id);
+          throw err;
+        }
       } catch (err) {
         log.warn("upgrade_failed", { err: String(err) });
         return new Response("Invalid WebSocket upgrade request", { status: 400 });

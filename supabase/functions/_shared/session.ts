@@ -8,7 +8,6 @@
 import type { OutgoingFrame } from "./protocol.ts";
 import type { SessionStore } from "./store.ts";
 import { QueryQueue } from "./queue.ts";
-import { TokenBucket } from "./rate_limit.ts";
 
 /** The generation a session is running right now. */
 export interface InFlight {
@@ -38,16 +37,16 @@ export interface SessionCounters {
 /** Limits a session is created with. */
 export interface SessionOptions {
   maxQueue: number;
-  rateLimitPerMinute: number;
-  rateLimitBurst: number;
+  /** Above this many bytes queued on the socket, sending stops and `onOverflow` runs. */
+  sendHardLimitBytes: number;
 }
 
 /**
  * @example
  * ```ts
  * const session = new Session(crypto.randomUUID(), store, {
- *   maxQueue: 10, rateLimitPerMinute: 60, rateLimitBurst: 10,
- * });
+ *   maxQueue: 10, sendHardLimitBytes: 4 << 20,
+ * }, null);
  * session.attach(socket);
  * session.emit({ type: "pong" });
  * ```
@@ -61,7 +60,9 @@ export class Session {
   detachedAt: number | null = null;
   socket: WebSocket | null = null;
   readonly queue: QueryQueue;
-  readonly bucket: TokenBucket;
+  /** Runs once when a client stops reading and its socket's queue passes the hard limit. */
+  onOverflow: (() => void) | null = null;
+  readonly #sendHardLimit: number;
   inFlight: InFlight | null = null;
   readonly feedback: Feedback[] = [];
   readonly counters: SessionCounters = {
@@ -75,9 +76,24 @@ export class Session {
   closed = false;
   #seq = 0;
 
-  constructor(readonly id: string, readonly store: SessionStore, opts: SessionOptions) {
+  /**
+   * @param owner the authenticated user id, or null when auth is off
+   * @param upstreamUser the non-identifying id sent upstream as `user`
+   */
+  constructor(
+    readonly id: string,
+    readonly store: SessionStore,
+    opts: SessionOptions,
+    readonly owner: string | null,
+    readonly upstreamUser?: string,
+  ) {
     this.queue = new QueryQueue(opts.maxQueue);
-    this.bucket = new TokenBucket(opts.rateLimitPerMinute, opts.rateLimitBurst);
+    this.#sendHardLimit = opts.sendHardLimitBytes;
+  }
+
+  /** The key per-user limits count this session under. */
+  get rateKey(): string {
+    return this.owner ?? this.id;
   }
 
   /** The seq of the last frame emitted. */
@@ -113,6 +129,13 @@ export class Session {
   sendRaw(json: string): void {
     const ws = this.socket;
     if (ws && ws.readyState === WebSocket.OPEN) {
+      // A client that stops reading must not grow our memory without bound.
+      if (ws.bufferedAmount > this.#sendHardLimit) {
+        const overflow = this.onOverflow;
+        this.onOverflow = null;
+        overflow?.();
+        return;
+      }
       try {
         ws.send(json);
       } catch {

@@ -28,7 +28,8 @@ export interface ChatRequest {
 
 /** Hooks the caller observes a generation through. */
 export interface StreamHooks {
-  onDelta(text: string): void;
+  /** A returned promise pauses reading the upstream until it settles (backpressure). */
+  onDelta(text: string): void | Promise<void>;
   onRetry(info: { attempt: number; delayMs: number; code: ErrorCode }): void;
 }
 
@@ -246,7 +247,8 @@ export function createUpstreamClient(
       if (typeof text === "string" && text.length > 0) {
         if (state.firstTokenMs === null) state.firstTokenMs = performance.now() - started;
         state.content += text;
-        hooks.onDelta(text);
+        const paused = hooks.onDelta(text);
+        if (paused) await paused;
       }
       if (typeof choice.finish_reason === "string") {
         if (choice.finish_reason === "error") {
@@ -290,7 +292,7 @@ export function createUpstreamClient(
                 ...hooks,
                 onDelta: (t) => {
                   clearTimeout(ftTimer);
-                  onDelta(t);
+                  return onDelta(t);
                 },
               },
               attemptSignal,
