@@ -1,7 +1,8 @@
 /**
- * A TCP proxy on loopback whose connections a test can cut abruptly: the
- * closest thing to a network drop (no close frame, no FIN handshake in time)
- * without leaving the machine.
+ * A TCP proxy on loopback that a test can use as a bad network: cut every
+ * connection abruptly (no close frame), swallow traffic while keeping
+ * connections open (a dead peer that TCP cannot see), or refuse new
+ * connections (offline) — without leaving the machine.
  *
  * @module
  */
@@ -13,6 +14,10 @@ export interface TcpProxy {
   readonly connections: number;
   /** Cuts every live connection at once, both directions. */
   cutAll(): void;
+  /** While true, bytes in both directions are dropped but connections stay open. */
+  blackhole: boolean;
+  /** While true, new connections are closed as soon as they arrive. */
+  refuse: boolean;
   close(): Promise<void>;
 }
 
@@ -28,10 +33,61 @@ export interface TcpProxy {
  */
 export function startTcpProxy(targetPort: number): TcpProxy {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const live = new Set<{ a: Deno.Conn; b: Deno.Conn }>();
-  const pipes: Promise<unknown>[] = [];
+  const live = new Set<Deno.Conn[]>();
+  const pumps: Promise<void>[] = [];
+
+  const cut = (pair: Deno.Conn[]) => {
+    if (!live.delete(pair)) return;
+    for (const c of pair) {
+      try {
+        c.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  };
+
+  const proxy: TcpProxy = {
+    port: (listener.addr as Deno.NetAddr).port,
+    blackhole: false,
+    refuse: false,
+    get connections() {
+      return live.size;
+    },
+    cutAll() {
+      for (const pair of [...live]) cut(pair);
+    },
+    async close() {
+      proxy.cutAll();
+      listener.close();
+      await accepting;
+      await Promise.allSettled(pumps);
+    },
+  };
+
+  async function pump(from: Deno.Conn, to: Deno.Conn, pair: Deno.Conn[]): Promise<void> {
+    const buf = new Uint8Array(64 * 1024);
+    try {
+      for (;;) {
+        const n = await from.read(buf);
+        if (n === null) break;
+        if (proxy.blackhole) continue;
+        let off = 0;
+        while (off < n) off += await to.write(buf.subarray(off, n));
+      }
+    } catch {
+      // Either side went away.
+    } finally {
+      cut(pair);
+    }
+  }
+
   const accepting = (async () => {
     for await (const a of listener) {
+      if (proxy.refuse) {
+        a.close();
+        continue;
+      }
       let b: Deno.Conn;
       try {
         b = await Deno.connect({ hostname: "127.0.0.1", port: targetPort });
@@ -39,45 +95,11 @@ export function startTcpProxy(targetPort: number): TcpProxy {
         a.close();
         continue;
       }
-      const pair = { a, b };
+      const pair = [a, b];
       live.add(pair);
-      const cut = () => {
-        if (!live.delete(pair)) return;
-        for (const c of [a, b]) {
-          try {
-            c.close();
-          } catch {
-            // Already closed.
-          }
-        }
-      };
-      pipes.push(a.readable.pipeTo(b.writable).catch(() => {}).finally(cut));
-      pipes.push(b.readable.pipeTo(a.writable).catch(() => {}).finally(cut));
+      pumps.push(pump(a, b, pair), pump(b, a, pair));
     }
   })().catch(() => {});
-  const cutAll = () => {
-    for (const pair of [...live]) {
-      live.delete(pair);
-      for (const c of [pair.a, pair.b]) {
-        try {
-          c.close();
-        } catch {
-          // Already closed.
-        }
-      }
-    }
-  };
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    get connections() {
-      return live.size;
-    },
-    cutAll,
-    async close() {
-      cutAll();
-      listener.close();
-      await accepting;
-      await Promise.allSettled(pipes);
-    },
-  };
+
+  return proxy;
 }
