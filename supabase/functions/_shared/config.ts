@@ -73,6 +73,13 @@ export const EnvSchema = z.object({
   HARD_MAX_MESSAGE_BYTES: integer(1_048_576, 1024),
   SEND_HIGH_WATER_BYTES: integer(262_144, 1024),
   SEND_HARD_LIMIT_BYTES: integer(4_194_304, 4096),
+  SESSION_STORE: z.enum(["memory", "postgres"]).default("memory"),
+  SUPABASE_DB_URL: z.string().optional(),
+  DATABASE_URL: z.string().optional(),
+  DB_POOL_SIZE: integer(3, 1, 50),
+  FRAME_FLUSH_MS: integer(20, 1, 5000),
+  NOTIFY_SECRET: z.string().min(16).optional(),
+  SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
 });
 
 /** The parsed configuration the rest of the code reads. */
@@ -134,6 +141,10 @@ export interface Config {
   sendHighWaterBytes: number;
   /** Above this the query ends with `slow_consumer` and the socket is closed. */
   sendHardLimitBytes: number;
+  /** Null: sessions live in this process's memory. */
+  postgres: { url: string; poolSize: number; flushMs: number } | null;
+  /** The bearer secret of the POST /notify route; null turns the route off. */
+  notifySecret: string | null;
 }
 
 /** The result of {@linkcode loadConfig}: a config, or every problem at once. */
@@ -172,6 +183,13 @@ export function loadConfig(
   }
   const e = parsed.data;
   const authOn = e.AUTH_MODE === "supabase" || (e.AUTH_MODE === "auto" && !!opts.edgeRuntime);
+  const dbUrl = e.SUPABASE_DB_URL ?? e.DATABASE_URL;
+  if (e.SESSION_STORE === "postgres" && !dbUrl) {
+    return {
+      ok: false,
+      errors: ["SUPABASE_DB_URL: required when SESSION_STORE is postgres (or set DATABASE_URL)"],
+    };
+  }
   if (authOn && !e.SUPABASE_URL) {
     return {
       ok: false,
@@ -234,6 +252,10 @@ export function loadConfig(
       hardMaxMessageBytes: Math.max(e.HARD_MAX_MESSAGE_BYTES, e.MAX_MESSAGE_BYTES),
       sendHighWaterBytes: e.SEND_HIGH_WATER_BYTES,
       sendHardLimitBytes: Math.max(e.SEND_HARD_LIMIT_BYTES, e.SEND_HIGH_WATER_BYTES),
+      postgres: e.SESSION_STORE === "postgres" && dbUrl
+        ? { url: dbUrl, poolSize: e.DB_POOL_SIZE, flushMs: e.FRAME_FLUSH_MS }
+        : null,
+      notifySecret: e.NOTIFY_SECRET ?? e.SUPABASE_SERVICE_ROLE_KEY ?? null,
     },
   };
 }

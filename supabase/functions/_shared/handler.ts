@@ -25,6 +25,7 @@ import { Session } from "./session.ts";
 import { SessionRegistry, type SweepReason } from "./sessions.ts";
 import type { PendingQuery } from "./queue.ts";
 import { sleep } from "./backoff.ts";
+import type { Bus, BusMessage } from "./bus.ts";
 import type { AuthUser } from "./auth.ts";
 import type { UserLimits } from "./limits.ts";
 import {
@@ -50,7 +51,10 @@ export const CLOSE = {
 } as const;
 
 /** Why a generation was aborted by us. */
-type AbortWhy = "cancel" | "closed" | "slow_consumer";
+type AbortWhy = "cancel" | "closed" | "released" | "slow_consumer";
+
+/** How long a process waits for another to let go of a session it still holds. */
+const RELEASE_WAIT_MS = 2000;
 
 /** How often a paused generation checks whether its client has caught up. */
 const DRAIN_POLL_MS = 10;
@@ -63,6 +67,10 @@ export interface AgentDeps {
   upstream: UpstreamClient;
   sessions: SessionRegistry;
   limits: UserLimits;
+  /** Messages between processes; absent when sessions live in memory only. */
+  bus?: Bus;
+  /** This process's id on the bus. */
+  instance?: string;
 }
 
 /** One socket's view: the session it speaks for once that is known. */
@@ -98,6 +106,14 @@ export interface AgentHandler {
   shutdown(reason: string): void;
   /** Starts the sweeper; returns a function that stops it. */
   startSweeper(): () => void;
+  /**
+   * Delivers a notification to a session, wherever its socket is: here, or
+   * (with a durable store) through the bus to the process holding it.
+   */
+  notify(
+    sessionId: string,
+    note: { event: string; content: string; data?: Record<string, unknown> },
+  ): Promise<"delivered" | "forwarded" | "not_found">;
 }
 
 /** Frames a client may send before its session is ready, beyond which it is cut off. */
@@ -121,7 +137,13 @@ const ANSWERED_IDS_KEPT = 1000;
  * ```
  */
 export function createAgentHandler(deps: AgentDeps): AgentHandler {
-  const { config, log, store, upstream, sessions, limits } = deps;
+  const { config, log, store, upstream, sessions, limits, bus } = deps;
+  const instance = deps.instance ?? crypto.randomUUID();
+  /** Resolvers waiting for another process to let go of a session. */
+  const releaseWaiters = new Map<string, () => void>();
+  bus?.subscribe((msg) => {
+    onBus(msg).catch((err) => log.error("bus_message_failed", { err: String(err) }));
+  }).catch((err) => log.error("bus_subscribe_failed", { err: String(err) }));
   const answered = new WeakMap<Session, Set<string>>();
 
   function error(
@@ -223,10 +245,12 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         content: `Queued at position ${position}`,
         position,
       });
+      session.syncOpenQueries();
       return;
     }
     session.counters.queries++;
     run(session, query);
+    session.syncOpenQueries();
   }
 
   /** Runs a query to its one terminal frame, then the next waiting one. */
@@ -355,6 +379,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     }
     const next = session.closed ? undefined : session.queue.shift();
     if (next) run(session, next);
+    if (!session.closed) session.syncOpenQueries();
   }
 
   function endCancelled(session: Session, q: PendingQuery, partial: string): void {
@@ -391,8 +416,10 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
           query_id: target,
         });
         const waiting = session.queue.remove(target);
-        if (waiting) endCancelled(session, waiting, "");
-        else session.inFlight?.controller.abort("cancel" satisfies AbortWhy);
+        if (waiting) {
+          endCancelled(session, waiting, "");
+          session.syncOpenQueries();
+        } else session.inFlight?.controller.abort("cancel" satisfies AbortWhy);
         return;
       }
       case "reset": {
@@ -444,15 +471,21 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     }
   }
 
-  function endSession(session: Session, why: "closed"): void {
-    if (session.closed) return;
+  /**
+   * Ends this process's hold on a session. "closed" forgets it everywhere;
+   * "released" keeps it in a durable store for another process to resume,
+   * with its open queries left for that process to end as `interrupted`.
+   */
+  function endSession(session: Session, why: "closed" | "released"): Promise<void> {
+    if (session.closed) return Promise.resolve();
     session.inFlight?.controller.abort(why satisfies AbortWhy);
     session.queue.drain();
     session.closed = true;
     sessions.delete(session.id);
     limits.forget(session.rateKey);
-    store.delete(session.id).catch((err) =>
-      log.warn("store_delete_failed", { session: session.id, err: String(err) })
+    const done = why === "released" ? store.release(session.id) : store.delete(session.id);
+    return done.catch((err) =>
+      log.warn("store_end_failed", { session: session.id, why, err: String(err) })
     );
   }
 
@@ -507,6 +540,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
       conn.user?.id ?? null,
       conn.upstreamUser,
     );
+    store.create(session.id, session.owner);
     session.onOverflow = () => overflow(session);
     session.attach(conn.socket);
     sessions.add(session);
@@ -516,8 +550,97 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     return session;
   }
 
+  /**
+   * Takes over a session this process does not hold, from a durable store:
+   * asks a live holder to let go (it flushes first), claims it, continues its
+   * seq, and ends the queries that were open there as `interrupted`.
+   */
+  async function adopt(conn: Connection, req: ResumeRequest): Promise<Session | undefined> {
+    let rec = await store.load(req.sessionId);
+    if (!rec || rec.owner !== (conn.user?.id ?? null)) return undefined;
+    if (rec.instance && rec.instance !== instance && rec.instanceAlive && bus) {
+      const released = new Promise<void>((resolve) => releaseWaiters.set(req.sessionId, resolve));
+      await bus.publish({ kind: "release", session: req.sessionId, from: instance });
+      await Promise.race([released, sleep(RELEASE_WAIT_MS)]);
+      releaseWaiters.delete(req.sessionId);
+    }
+    // A local session may have appeared meanwhile (another socket resumed it here).
+    const local = sessions.get(req.sessionId);
+    if (local) return local;
+    rec = await store.claim(req.sessionId);
+    if (!rec) return undefined;
+    // The client may hold frames the old process sent but never made durable; it has
+    // them, so numbering continues after them instead of reusing their seqs.
+    const ahead = req.lastSeq - rec.lastSeq;
+    if (ahead > config.replayMaxFrames) return undefined;
+    const session = new Session(
+      rec.id,
+      store,
+      config,
+      rec.owner,
+      conn.upstreamUser,
+      Math.max(rec.lastSeq, req.lastSeq),
+    );
+    session.onOverflow = () => overflow(session);
+    session.detach();
+    sessions.add(session);
+    log.info("session_adopted", {
+      session: session.id,
+      durable_seq: rec.lastSeq,
+      client_seq: req.lastSeq,
+      interrupted: rec.openQueries.length,
+    });
+    for (const id of rec.openQueries) {
+      error(session, "interrupted", "The server handling this query stopped; send it again", {
+        id,
+        retryable: true,
+      });
+    }
+    if (rec.openQueries.length > 0) session.syncOpenQueries();
+    return session;
+  }
+
+  async function onBus(msg: BusMessage): Promise<void> {
+    if (msg.from === instance) return;
+    const session = sessions.get(msg.session);
+    if (msg.kind === "released") {
+      releaseWaiters.get(msg.session)?.();
+    } else if (msg.kind === "release" && session) {
+      log.info("session_handover", { session: session.id, to: msg.from });
+      const ws = session.socket;
+      if (ws) {
+        sendSocketFrame(ws, {
+          type: "notification",
+          event: "session_taken_over",
+          content: "Another connection resumed this session",
+          session_id: session.id,
+        });
+        try {
+          ws.close(CLOSE.takenOver, "Session taken over");
+        } catch {
+          // Already closing.
+        }
+      }
+      await endSession(session, "released");
+      await bus?.publish({ kind: "released", session: msg.session, from: instance });
+    } else if (msg.kind === "notify" && session) {
+      session.emit({
+        type: "notification",
+        event: msg.event,
+        content: msg.content,
+        ...msg.data,
+      });
+    }
+  }
+
   async function resume(conn: Connection, req: ResumeRequest): Promise<void> {
-    const found = sessions.get(req.sessionId);
+    const found = sessions.get(req.sessionId) ??
+      (store.durable
+        ? await adopt(conn, req).catch((err) => {
+          log.error("adopt_failed", { session: req.sessionId, err: String(err) });
+          return undefined;
+        })
+        : undefined);
     // Another user's session is reported exactly like a missing one: nothing leaks.
     const target = found && found.owner === (conn.user?.id ?? null) ? found : undefined;
     const plan: ReplayPlan = target && !target.closed ? await collectReplay(target, req.lastSeq) : {
@@ -718,8 +841,25 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
           reconnect: true,
         });
         closeSocket(session, CLOSE.restart, "Server restart");
-        endSession(session, "closed");
+        // A durable session stays resumable in another process.
+        endSession(session, store.durable ? "released" : "closed");
       }
+    },
+
+    async notify(sessionId, note) {
+      const local = sessions.get(sessionId);
+      if (local) {
+        local.emit({
+          type: "notification",
+          event: note.event,
+          content: note.content,
+          ...note.data,
+        });
+        return "delivered";
+      }
+      if (!bus || !(await store.load(sessionId))) return "not_found";
+      await bus.publish({ kind: "notify", session: sessionId, from: instance, ...note });
+      return "forwarded";
     },
 
     startSweeper() {
@@ -729,7 +869,12 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         maxConnectionAgeMs: config.maxConnectionAgeMs,
         intervalMs: config.sweepIntervalMs,
       };
-      sessions.startSweeper(policy, expire);
+      sessions.startSweeper(
+        policy,
+        expire,
+        () =>
+          store.maintain().catch((err) => log.warn("store_upkeep_failed", { err: String(err) })),
+      );
       return () => sessions.stopSweeper();
     },
   };

@@ -28,6 +28,7 @@ export const ERROR_CODES = [
   "unauthorized",
   "too_many_connections",
   "slow_consumer",
+  "interrupted",
   "not_configured",
   "model_not_allowed",
   "upstream_error",

@@ -56,6 +56,11 @@ export class QueryQueue {
     return this.#items.some((q) => q.id === id);
   }
 
+  /** The ids of the waiting queries, oldest first. */
+  ids(): string[] {
+    return this.#items.map((q) => q.id);
+  }
+
   /** Removes and returns every waiting query. */
   drain(): PendingQuery[] {
     return this.#items.splice(0);

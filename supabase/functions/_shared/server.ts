@@ -21,6 +21,9 @@ import {
   type Verifier,
 } from "./auth.ts";
 import { UserLimits } from "./limits.ts";
+import { PostgresStore } from "./postgres_store.ts";
+import { createPgBus } from "./bus.ts";
+import { z } from "zod";
 
 /** The version reported by the health route. */
 export const VERSION = "1.0.0";
@@ -50,6 +53,24 @@ export interface App {
   close(reason?: string): Promise<void>;
 }
 
+/** The body of POST …/notify. */
+const NotifyBody = z.object({
+  session_id: z.string().min(1).max(128),
+  event: z.string().min(1).max(64).default("message"),
+  content: z.string().max(4000),
+  data: z.record(z.string(), z.unknown()).optional()
+    .refine((d) => d === undefined || JSON.stringify(d).length <= 3000, "data is too large"),
+});
+
+/** Compares secrets in time independent of where they differ. */
+function timingSafeEqual(a: string, b: string): boolean {
+  const x = new TextEncoder().encode(a);
+  const y = new TextEncoder().encode(b);
+  let diff = x.length ^ y.length;
+  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
+  return diff === 0;
+}
+
 function json(body: unknown, status = 200): Response {
   return new Response(JSON.stringify(body), {
     status,
@@ -69,12 +90,26 @@ function json(body: unknown, status = 200): Response {
  */
 export function createApp(config: Config, opts: AppOptions = {}): App {
   const log = createLogger(config.logLevel, [config.apiKey], opts.logSink);
-  const store = opts.store ?? new MemoryStore({
+  const instance = crypto.randomUUID();
+  const storeLimits = {
     maxHistory: config.maxHistory,
     maxHistoryChars: config.maxHistoryChars,
     replayMaxFrames: config.replayMaxFrames,
     replayMaxBytes: config.replayMaxBytes,
-  });
+  };
+  // A holder is taken for dead after three missed sweeps (it renews once per sweep).
+  const leaseMs = Math.max(1000, 3 * config.sweepIntervalMs);
+  const store = opts.store ?? (config.postgres
+    ? new PostgresStore({
+      ...config.postgres,
+      limits: storeLimits,
+      instance,
+      leaseMs,
+      expiryMs: config.resumeWindowMs + leaseMs,
+      log,
+    })
+    : new MemoryStore(storeLimits));
+  const bus = store instanceof PostgresStore ? createPgBus(store.sql) : undefined;
   const upstream = opts.upstream ?? createUpstreamClient(config, log);
   const sessions = new SessionRegistry();
   const limits = new UserLimits({
@@ -83,7 +118,16 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     burst: config.rateLimitBurst,
   });
   const verifier = opts.verifier ?? (config.auth ? createSupabaseVerifier(config.auth) : null);
-  const agent = createAgentHandler({ config, log, store, upstream, sessions, limits });
+  const agent = createAgentHandler({
+    config,
+    log,
+    store,
+    upstream,
+    sessions,
+    limits,
+    bus,
+    instance,
+  });
   const stopSweeper = agent.startSweeper();
   const startedAt = performance.now();
   const openSockets = new Set<Promise<void>>();
@@ -122,6 +166,32 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       }
     });
     return response;
+  }
+
+  /** POST …/notify: another function sends a notification to a session. */
+  async function notify(req: Request): Promise<Response> {
+    const secret = config.notifySecret;
+    if (!secret) return json({ error: "The notify route is off: set NOTIFY_SECRET" }, 404);
+    if (!timingSafeEqual(req.headers.get("authorization") ?? "", `Bearer ${secret}`)) {
+      return json({ error: "unauthorized" }, 401);
+    }
+    let body: unknown;
+    try {
+      body = await req.json();
+    } catch {
+      return json({ error: "Body must be JSON" }, 400);
+    }
+    const parsed = NotifyBody.safeParse(body);
+    if (!parsed.success) {
+      return json({
+        error: "invalid_body",
+        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
+      }, 400);
+    }
+    const { session_id, event, content, data } = parsed.data;
+    const outcome = await agent.notify(session_id, { event, content, data });
+    if (outcome === "not_found") return json({ error: "not_found" }, 404);
+    return json({ delivered: outcome }, outcome === "delivered" ? 200 : 202);
   }
 
   function upgrade(req: Request, who?: { user: AuthUser; upstreamUser: string }): Response {
@@ -168,6 +238,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   return {
     async fetch(req) {
       const url = new URL(req.url);
+      if (req.method === "POST" && url.pathname.endsWith("/notify")) return notify(req);
       if (req.method === "GET" && url.pathname.endsWith("/health")) {
         return json({
           status: "ok",
@@ -242,6 +313,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
       ]);
       clearTimeout(timer);
+      await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
     },
   };
 }

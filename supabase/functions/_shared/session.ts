@@ -86,7 +86,10 @@ export class Session {
     opts: SessionOptions,
     readonly owner: string | null,
     readonly upstreamUser?: string,
+    /** The seq to continue from when another process held the session before. */
+    startSeq = 0,
   ) {
+    this.#seq = startSeq;
     this.queue = new QueryQueue(opts.maxQueue);
     this.#sendHardLimit = opts.sendHardLimitBytes;
   }
@@ -142,6 +145,13 @@ export class Session {
         // The socket closed between the check and the send; onClose handles it.
       }
     }
+  }
+
+  /** Tells the store which queries are open, so another process can end them after a crash. */
+  syncOpenQueries(): void {
+    const ids = this.queue.ids();
+    if (this.inFlight) ids.unshift(this.inFlight.id);
+    this.store.setOpenQueries(this.id, ids);
   }
 
   /** Whether a query id is in flight or waiting. */

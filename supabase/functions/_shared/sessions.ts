@@ -88,10 +88,23 @@ export class SessionRegistry {
     return expired;
   }
 
-  /** Starts the one sweeper timer; calling it again restarts it. */
-  startSweeper(policy: SweepPolicy, onExpire: (s: Session, why: SweepReason) => void): void {
+  /**
+   * Starts the one sweeper timer; calling it again restarts it. `afterPass`
+   * runs after each pass (store upkeep), never twice at once.
+   */
+  startSweeper(
+    policy: SweepPolicy,
+    onExpire: (s: Session, why: SweepReason) => void,
+    afterPass?: () => Promise<void>,
+  ): void {
     this.stopSweeper();
-    const timer = setInterval(() => this.sweep(policy, onExpire), policy.intervalMs);
+    let busy = false;
+    const timer = setInterval(() => {
+      this.sweep(policy, onExpire);
+      if (!afterPass || busy) return;
+      busy = true;
+      afterPass().finally(() => busy = false);
+    }, policy.intervalMs);
     // Under plain Deno the sweeper alone must not keep the process alive.
     if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(timer);
     this.#timer = timer;

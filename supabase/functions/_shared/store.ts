@@ -31,19 +31,51 @@ export type ReplayResult =
   /** The log no longer holds `seq + 1`: replay would leave a hole. */
   | { ok: false; oldestSeq: number };
 
+/** What a durable store knows of a session, for another process to take it over. */
+export interface SessionRecord {
+  id: string;
+  /** The user that owns it; null when auth was off. */
+  owner: string | null;
+  /** The highest seq that is durable. */
+  lastSeq: number;
+  /** Queries accepted and not yet ended when the record was last written. */
+  openQueries: string[];
+  /** The process holding it, and whether that process said it was alive recently. */
+  instance: string | null;
+  instanceAlive: boolean;
+}
+
 /**
  * Storage for one or many sessions. Methods that a durable store must do I/O
- * for return promises; `appendFrame` does not, because it runs once per
- * streamed token and a durable store must batch it.
+ * for return promises; `appendFrame`, `create` and `setOpenQueries` do not,
+ * because they run on the streaming path and a durable store batches them
+ * (in order) into its next flush.
  */
 export interface SessionStore {
+  /** Whether sessions outlive this process, so another one can resume them. */
+  readonly durable: boolean;
+  /** Records a new session. */
+  create(sessionId: string, owner: string | null): void;
   history(sessionId: string): Promise<ChatMessage[]>;
   appendHistory(sessionId: string, messages: ChatMessage[]): Promise<void>;
   clearHistory(sessionId: string): Promise<void>;
   appendFrame(sessionId: string, frame: StoredFrame): void;
+  /** Records which queries are accepted and not yet ended. */
+  setOpenQueries(sessionId: string, ids: string[]): void;
   framesAfter(sessionId: string, seq: number): Promise<ReplayResult>;
+  /** Makes everything recorded so far durable. */
+  flush(): Promise<void>;
+  /** Reads a session another process may hold; null when there is none. */
+  load(sessionId: string): Promise<SessionRecord | null>;
+  /** Makes this process the holder of a session; returns its fresh record. */
+  claim(sessionId: string): Promise<SessionRecord | null>;
+  /** Lets go of a session without forgetting it (another process may take it). */
+  release(sessionId: string): Promise<void>;
   /** Forgets the session entirely. */
   delete(sessionId: string): Promise<void>;
+  /** Periodic upkeep: liveness of held sessions, deletion of expired ones. */
+  maintain(): Promise<void>;
+  close(): Promise<void>;
 }
 
 interface MemoryEntry {
@@ -92,9 +124,41 @@ export function trimHistory(
  * ```
  */
 export class MemoryStore implements SessionStore {
+  readonly durable = false;
   #entries = new Map<string, MemoryEntry>();
 
   constructor(readonly limits: StoreLimits) {}
+
+  create(id: string): void {
+    this.#entry(id);
+  }
+
+  setOpenQueries(): void {}
+
+  flush(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Nothing outlives this process, so there is never another holder. */
+  load(): Promise<SessionRecord | null> {
+    return Promise.resolve(null);
+  }
+
+  claim(): Promise<SessionRecord | null> {
+    return Promise.resolve(null);
+  }
+
+  release(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  maintain(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  close(): Promise<void> {
+    return Promise.resolve();
+  }
 
   #entry(id: string): MemoryEntry {
     let e = this.#entries.get(id);

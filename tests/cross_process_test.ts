@@ -1,0 +1,169 @@
+import { assert, assertEquals } from "./assert.ts";
+import { DATABASE_URL, dbAvailable } from "./db.ts";
+import { isTerminal, TEST_API_KEY, TestClient } from "./helpers.ts";
+import { startServerProcess } from "./process.ts";
+import { startSimulator } from "../dev/openrouter_simulator.ts";
+
+const NOTIFY_SECRET = "notify-secret-for-tests-0123456789";
+
+function env(simUrl: string): Record<string, string> {
+  return {
+    OPENROUTER_API_KEY: TEST_API_KEY,
+    OPENROUTER_BASE_URL: simUrl,
+    SESSION_STORE: "postgres",
+    DATABASE_URL,
+    RESUME_WINDOW_SECONDS: "30",
+    SWEEP_INTERVAL_SECONDS: "0.2",
+    FRAME_FLUSH_MS: "10",
+    NOTIFY_SECRET,
+    RATE_LIMIT_BURST: "100",
+  };
+}
+
+Deno.test({
+  name: "postgres: a server killed mid-answer; another process resumes with nothing lost",
+  ignore: !dbAvailable,
+  async fn() {
+    const sim = startSimulator({ tokenDelayMs: 2 });
+    const a = await startServerProcess(env(sim.url));
+    const b = await startServerProcess(env(sim.url));
+    try {
+      const { client, connected } = await TestClient.open(a.wsUrl);
+      sim.when("[first]", { kind: "stream", tokens: ["remember ", "the ", "word ", "banana"] });
+      const first = client.query("[first]");
+      await client.terminal(first);
+      sim.when("[second]", {
+        kind: "stream",
+        tokens: Array.from({ length: 200 }, (_, i) => `w${i} `),
+        gapMs: 10,
+      });
+      const second = client.query("[second]");
+      await client.waitFor((f) => f.id === second && f.delta === "w20 ", "streaming");
+      await a.kill("SIGKILL"); // no goodbye, no final flush
+      await client.closed;
+      const lastSeq = client.frames.at(-1)!.seq;
+
+      const again = await TestClient.connect(
+        `${b.wsUrl}?session_id=${connected.session_id}&last_seq=${lastSeq}`,
+      );
+      const resumed = await again.waitFor((f) => f.event === "resumed", "resumed on B", 8000);
+      assertEquals(resumed.session_id, connected.session_id);
+      const interrupted = await again.terminal(second, 5000);
+      assertEquals([interrupted.type, interrupted.code, interrupted.retryable], [
+        "error",
+        "interrupted",
+        true,
+      ]);
+      // The client's view: every seq once, no gap, exactly one terminal per query.
+      const all = [...client.frames, ...again.frames].filter((f) => f.seq > 0);
+      all.forEach((f, i) => assertEquals(f.seq, i + 1, `seq at ${i}`));
+      for (const id of [first, second]) {
+        assertEquals(all.filter((f) => f.id === id && isTerminal(f)).length, 1, id);
+      }
+      // The conversation goes on with its full history.
+      sim.when("[third]", { kind: "stream", tokens: ["banana!"] });
+      const third = again.query("[third] what was the word?");
+      assertEquals((await again.terminal(third, 5000)).content, "banana!");
+      const messages = sim.requests.at(-1)!.body.messages!;
+      assert(
+        messages.some((m) => m.role === "assistant" && m.content === "remember the word banana"),
+        `history carried over: ${JSON.stringify(messages)}`,
+      );
+      await again.close();
+    } finally {
+      await a.kill();
+      await b.kill("SIGTERM");
+      await sim.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres: resuming on another live process hands the session over losslessly",
+  ignore: !dbAvailable,
+  async fn() {
+    const sim = startSimulator({ tokenDelayMs: 2 });
+    const a = await startServerProcess(env(sim.url));
+    const b = await startServerProcess(env(sim.url));
+    try {
+      const { client, connected } = await TestClient.open(a.wsUrl);
+      const done = client.query("a finished answer");
+      const answer = await client.terminal(done);
+      const lastSeq = client.frames.at(-1)!.seq;
+      const again = await TestClient.connect(
+        `${b.wsUrl}?session_id=${connected.session_id}&last_seq=${lastSeq - 3}`,
+      );
+      await again.waitFor((f) => f.event === "resumed", "resumed on B", 8000);
+      const note = await client.waitFor((f) => f.event === "session_taken_over", "handover");
+      assertEquals(note.seq, 0);
+      assertEquals((await client.closed).code, 4002);
+      // The three frames the client claimed not to have come back, byte for byte.
+      const replayed = again.frames.filter((f) => f.seq > 0);
+      assertEquals(replayed.map((f) => f.seq), [lastSeq - 2, lastSeq - 1, lastSeq]);
+      assertEquals(replayed.at(-1), answer);
+      again.send({ type: "ping", id: "on-b" });
+      assertEquals((await again.next((f) => f.type === "pong", "pong")).seq, lastSeq + 1);
+      await again.close();
+    } finally {
+      await a.kill("SIGTERM");
+      await b.kill("SIGTERM");
+      await sim.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres: POST /notify on one process reaches a socket on another",
+  ignore: !dbAvailable,
+  async fn() {
+    const sim = startSimulator({ tokenDelayMs: 2 });
+    const a = await startServerProcess(env(sim.url));
+    const b = await startServerProcess(env(sim.url));
+    try {
+      const { client, connected } = await TestClient.open(a.wsUrl);
+      // Wait until the session is durable, so B can find it.
+      client.send({ type: "ping" });
+      await client.next((f) => f.type === "pong", "pong");
+      const post = (url: string, body: unknown, secret = NOTIFY_SECRET) =>
+        fetch(`${url}/functions/v1/agent_websocket/notify`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+          body: JSON.stringify(body),
+        });
+      let res = await post(b.url, {
+        session_id: connected.session_id,
+        content: "Your report is ready",
+        event: "job_done",
+        data: { job: 7 },
+      });
+      for (let i = 0; res.status === 404 && i < 20; i++) {
+        await res.body?.cancel();
+        await new Promise((r) => setTimeout(r, 50)); // the first flush may not have landed yet
+        res = await post(b.url, {
+          session_id: connected.session_id,
+          content: "Your report is ready",
+          event: "job_done",
+          data: { job: 7 },
+        });
+      }
+      assertEquals([res.status, await res.json()], [202, { delivered: "forwarded" }]);
+      const note = await client.waitFor((f) => f.event === "job_done", "notification", 5000);
+      assertEquals([note.content, note.job], ["Your report is ready", 7]);
+      const bad = await post(
+        b.url,
+        { session_id: connected.session_id, content: "x" },
+        "wrong-secret-0000000000",
+      );
+      assertEquals(bad.status, 401);
+      await bad.body?.cancel();
+      const missing = await post(a.url, { session_id: "nope", content: "x" });
+      assertEquals(missing.status, 404);
+      await missing.body?.cancel();
+      await client.close();
+    } finally {
+      await a.kill("SIGTERM");
+      await b.kill("SIGTERM");
+      await sim.close();
+    }
+  },
+});
