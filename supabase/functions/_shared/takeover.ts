@@ -1,0 +1,113 @@
+/**
+ * Takeover between processes that share a durable store: adopting a session
+ * another process held (asking it to let go first if it is alive), and
+ * answering the bus when another process wants one of ours.
+ *
+ * @module
+ */
+import { type AgentContext, sayTakenOver } from "./agent_context.ts";
+import type { BusMessage } from "./bus.ts";
+import type { ResumeRequest } from "./resume.ts";
+import { Session } from "./session.ts";
+import { sleep } from "./backoff.ts";
+
+/** How long a process waits for another to let go of a session it still holds. */
+const RELEASE_WAIT_MS = 2000;
+
+/** What takeover needs from the handler. */
+export interface TakeoverHooks {
+  /** Wires a session's slow-consumer handling. */
+  prepare(session: Session): void;
+  /** Lets go of a session here, keeping it in the store. */
+  release(session: Session): Promise<void>;
+}
+
+/** See {@linkcode createTakeover}. */
+export interface Takeover {
+  /** Takes over a session this process does not hold; undefined when it cannot. */
+  adopt(
+    req: ResumeRequest,
+    owner: string | null,
+    upstreamUser?: string,
+  ): Promise<Session | undefined>;
+  onBus(msg: BusMessage): Promise<void>;
+}
+
+/**
+ * @example
+ * ```ts
+ * const takeover = createTakeover(ctx, { prepare, release });
+ * bus.subscribe((msg) => takeover.onBus(msg));
+ * ```
+ */
+export function createTakeover(ctx: AgentContext, hooks: TakeoverHooks): Takeover {
+  const { config, log, store, sessions, bus, instance, fail } = ctx;
+  /** Resolvers waiting for another process to let go of a session. */
+  const waiters = new Map<string, () => void>();
+
+  return {
+    /**
+     * Asks a live holder to let go (it flushes first), claims the session,
+     * continues its seq, and ends the queries that were open there as
+     * `interrupted`, so none is left without a terminal frame.
+     */
+    async adopt(req, owner, upstreamUser) {
+      let rec = await store.load(req.sessionId);
+      if (!rec || rec.owner !== owner) return undefined;
+      if (rec.instance && rec.instance !== instance && rec.instanceAlive && bus) {
+        const released = new Promise<void>((resolve) => waiters.set(req.sessionId, resolve));
+        await bus.publish({ kind: "release", session: req.sessionId, from: instance });
+        await Promise.race([released, sleep(RELEASE_WAIT_MS)]);
+        waiters.delete(req.sessionId);
+      }
+      // Another socket may have resumed it here meanwhile.
+      const local = sessions.get(req.sessionId);
+      if (local) return local;
+      rec = await store.claim(req.sessionId);
+      if (!rec) return undefined;
+      // The client may hold frames the old process sent but never made durable; it has
+      // them, so numbering continues after them instead of reusing their seqs.
+      if (req.lastSeq - rec.lastSeq > config.replayMaxFrames) return undefined;
+      const session = new Session(
+        rec.id,
+        store,
+        config,
+        rec.owner,
+        upstreamUser,
+        Math.max(rec.lastSeq, req.lastSeq),
+      );
+      hooks.prepare(session);
+      session.detach();
+      sessions.add(session);
+      log.info("session_adopted", {
+        session: session.id,
+        durable_seq: rec.lastSeq,
+        client_seq: req.lastSeq,
+        interrupted: rec.openQueries.length,
+      });
+      for (const id of rec.openQueries) {
+        fail(session, "interrupted", "The server handling this query stopped; send it again", {
+          id,
+          retryable: true,
+        });
+      }
+      if (rec.openQueries.length > 0) session.syncOpenQueries();
+      return session;
+    },
+
+    async onBus(msg) {
+      if (msg.from === instance) return;
+      const session = sessions.get(msg.session);
+      if (msg.kind === "released") {
+        waiters.get(msg.session)?.();
+      } else if (msg.kind === "release" && session) {
+        log.info("session_handover", { session: session.id, to: msg.from });
+        if (session.socket) sayTakenOver(session.socket, session.id);
+        await hooks.release(session);
+        await bus?.publish({ kind: "released", session: msg.session, from: instance });
+      } else if (msg.kind === "notify" && session) {
+        session.emit({ ...msg.data, type: "notification", event: msg.event, content: msg.content });
+      }
+    },
+  };
+}
