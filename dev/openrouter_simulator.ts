@@ -9,6 +9,8 @@
  * @module
  */
 
+import { linkSignals } from "../supabase/functions/_shared/signals.ts";
+
 /** What the simulator does with one request. */
 export type Scenario =
   | {
@@ -213,7 +215,7 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
       },
       async start(controller) {
         openStreams++;
-        const gone = AbortSignal.any([cancelled.signal, shutdown.signal]);
+        const gone = linkSignals(cancelled.signal, shutdown.signal).signal;
         const send = (text: string) => {
           if (!gone.aborted) controller.enqueue(encoder.encode(text));
         };

@@ -410,13 +410,20 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
 
     onClose(conn, code, reason) {
       const session = conn.session;
-      if (!session || session.closed || session.socket !== conn.socket) return;
-      if (config.resumeWindowMs > 0) {
+      // Deno keeps a closed socket (and so its listeners and this connection) until its
+      // idle-timeout timer fires; cutting the links here lets the session go at once.
+      conn.session = null;
+      conn.inbox = [];
+      if (!session || session.socket !== conn.socket) return;
+      if (session.closed) {
+        session.socket = null;
+      } else if (config.resumeWindowMs > 0) {
         log.info("session_detached", { session: session.id, code, reason: reason.slice(0, 120) });
         session.detach();
       } else {
         log.info("session_close", { session: session.id, code, reason: reason.slice(0, 120) });
         endSession(session, "closed");
+        session.socket = null;
       }
     },
 

@@ -11,6 +11,7 @@ import type { ErrorCode, Usage } from "./protocol.ts";
 import type { Logger } from "./log.ts";
 import { fullJitterDelay, parseRetryAfter, sleep } from "./backoff.ts";
 import { readSse } from "./sse.ts";
+import { linkSignals } from "./signals.ts";
 
 /** One chat message as the upstream API takes it. */
 export interface ChatMessage {
@@ -223,6 +224,9 @@ export function createUpstreamClient(
     let usage: Usage | null = null;
     let sawDone = false;
     for await (const msg of readSse(res.body)) {
+      // Checked per event as well: Deno does not always error a body that is
+      // mid-read when its fetch is aborted, and a cancel must stop the stream.
+      if (signal.aborted) throw signal.reason;
       if (msg.kind === "comment") continue;
       if (msg.data === "[DONE]") {
         sawDone = true;
@@ -283,7 +287,7 @@ export function createUpstreamClient(
             () => firstToken.abort(new Timeout("first_token")),
             config.firstTokenTimeoutMs,
           );
-          const attemptSignal = AbortSignal.any([signal, total.signal, firstToken.signal]);
+          const linked = linkSignals(signal, total.signal, firstToken.signal);
           const onDelta = hooks.onDelta;
           try {
             const result = await attempt(
@@ -295,7 +299,7 @@ export function createUpstreamClient(
                   return onDelta(t);
                 },
               },
-              attemptSignal,
+              linked.signal,
               started,
               state,
             );
@@ -319,9 +323,15 @@ export function createUpstreamClient(
               fullJitterDelay(n, config.retryBaseMs, config.retryMaxMs);
             log.info("upstream_retry", { attempt: n + 1, delay_ms: delayMs, code: e.code });
             hooks.onRetry({ attempt: n + 1, delayMs, code: e.code });
-            await sleep(delayMs, AbortSignal.any([signal, total.signal]));
+            const wait = linkSignals(signal, total.signal);
+            try {
+              await sleep(delayMs, wait.signal);
+            } finally {
+              wait.dispose();
+            }
           } finally {
             clearTimeout(ftTimer);
+            linked.dispose();
           }
         }
       } catch (err) {
