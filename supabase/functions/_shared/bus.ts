@@ -8,6 +8,7 @@
  */
 import type postgres from "postgres";
 import { z } from "zod";
+import { JsonObject } from "./protocol.ts";
 
 /** The channel every process listens on. */
 export const CHANNEL = "agent_websocket";
@@ -25,7 +26,7 @@ export const BusMessage = z.discriminatedUnion("kind", [
     from: z.string(),
     event: z.string(),
     content: z.string(),
-    data: z.record(z.string(), z.unknown()).optional(),
+    data: JsonObject.optional(),
   }),
 ]);
 

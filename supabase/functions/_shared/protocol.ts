@@ -44,6 +44,16 @@ export type ErrorCode = (typeof ERROR_CODES)[number];
 
 const id = z.string().min(1).max(128);
 
+/**
+ * A JSON object with any keys. Not `z.record`: zod's plain-object check reads
+ * `value.constructor`, so a client's `{"constructor": null}` made it throw
+ * and `{"constructor": "x"}` made it refuse a valid frame.
+ */
+export const JsonObject = z.custom<Record<string, unknown>>(
+  (v) => typeof v === "object" && v !== null && !Array.isArray(v),
+  "Expected an object",
+);
+
 /** A question for the agent. */
 export const QueryFrame = z.object({
   type: z.literal("query"),
@@ -52,7 +62,7 @@ export const QueryFrame = z.object({
   model: z.string().min(1).max(200).optional(),
   stream: z.boolean().optional(),
   timestamp: z.union([z.string(), z.number()]).optional(),
-  metadata: z.record(z.string(), z.unknown()).optional(),
+  metadata: JsonObject.optional(),
 });
 
 /** The v1 command names. */
@@ -63,7 +73,7 @@ export const CommandFrame = z.object({
   type: z.literal("command"),
   name: z.string().min(1).max(64),
   id: id.optional(),
-  args: z.record(z.string(), z.unknown()).optional(),
+  args: JsonObject.optional(),
 });
 
 /** Human feedback on a response. */
@@ -184,7 +194,13 @@ export function parseClientFrame(text: string, maxContentChars: number): ParseRe
   const candidate = obj.type === undefined && typeof obj.content === "string"
     ? { ...obj, type: "query" }
     : obj;
-  const parsed = ClientFrame.safeParse(candidate);
+  let parsed: ReturnType<typeof ClientFrame.safeParse>;
+  try {
+    parsed = ClientFrame.safeParse(candidate);
+  } catch {
+    // A parser bug must not become a crash for a client's frame.
+    return invalid("invalid_message", "Frame could not be parsed", { id: clientId(obj) });
+  }
   if (!parsed.success) {
     const issues = parsed.error.issues.slice(0, 10).map((i) => ({
       path: i.path.map(String).join("."),

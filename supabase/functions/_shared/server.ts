@@ -11,7 +11,7 @@ import { MemoryStore, type SessionStore } from "./store.ts";
 import { createUpstreamClient, type UpstreamClient } from "./upstream.ts";
 import { SessionRegistry } from "./sessions.ts";
 import { type AgentHandler, CLOSE, createAgentHandler } from "./handler.ts";
-import { SUBPROTOCOL } from "./protocol.ts";
+import { JsonObject, SUBPROTOCOL } from "./protocol.ts";
 import { keepAliveUntil } from "./edge_runtime.ts";
 import {
   type AuthUser,
@@ -58,7 +58,7 @@ const NotifyBody = z.object({
   session_id: z.string().min(1).max(128),
   event: z.string().min(1).max(64).default("message"),
   content: z.string().max(4000),
-  data: z.record(z.string(), z.unknown()).optional()
+  data: JsonObject.optional()
     .refine((d) => d === undefined || JSON.stringify(d).length <= 3000, "data is too large"),
 });
 
