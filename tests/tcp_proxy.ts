@@ -18,6 +18,11 @@ export interface TcpProxy {
   blackhole: boolean;
   /** While true, new connections are closed as soon as they arrive. */
   refuse: boolean;
+  /**
+   * While true, nothing is read from the server side: a client that stops
+   * reading. TCP buffers fill and the server's send queue grows.
+   */
+  stopReading: boolean;
   close(): Promise<void>;
 }
 
@@ -51,6 +56,7 @@ export function startTcpProxy(targetPort: number): TcpProxy {
     port: (listener.addr as Deno.NetAddr).port,
     blackhole: false,
     refuse: false,
+    stopReading: false,
     get connections() {
       return live.size;
     },
@@ -65,10 +71,18 @@ export function startTcpProxy(targetPort: number): TcpProxy {
     },
   };
 
-  async function pump(from: Deno.Conn, to: Deno.Conn, pair: Deno.Conn[]): Promise<void> {
+  async function pump(
+    from: Deno.Conn,
+    to: Deno.Conn,
+    pair: Deno.Conn[],
+    downstream: boolean,
+  ): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
     try {
       for (;;) {
+        while (downstream && proxy.stopReading && live.has(pair)) {
+          await new Promise((r) => setTimeout(r, 5));
+        }
         const n = await from.read(buf);
         if (n === null) break;
         if (proxy.blackhole) continue;
@@ -97,7 +111,7 @@ export function startTcpProxy(targetPort: number): TcpProxy {
       }
       const pair = [a, b];
       live.add(pair);
-      pumps.push(pump(a, b, pair), pump(b, a, pair));
+      pumps.push(pump(a, b, pair, false), pump(b, a, pair, true));
     }
   })().catch(() => {});
 

@@ -64,10 +64,15 @@ export function createGenerator(ctx: AgentContext): Generator {
       const ws = session.socket;
       return ws !== null && ws.bufferedAmount > config.sendHighWaterBytes;
     };
+    // While the client is behind, deltas pile up in `pending` and go out as one
+    // frame when it catches up; once `pending` is itself large, reading the
+    // upstream waits too, so memory stays bounded by two high-water marks.
+    let draining: Promise<void> | null = null;
     const drain = async () => {
       while (behind() && !controller.signal.aborted) {
         await sleep(DRAIN_POLL_MS, controller.signal).catch(() => {});
       }
+      draining = null;
       flush();
     };
     session.emit({ type: "status", id: q.id, state: "thinking", content: "Thinking..." });
@@ -89,8 +94,9 @@ export function createGenerator(ctx: AgentContext): Generator {
             inFlight.content += delta;
             if (!q.stream) return;
             pending += delta;
-            // The client is behind: stop reading the upstream until it catches up.
-            return behind() ? drain() : flush();
+            if (!behind()) return flush();
+            draining ??= drain();
+            if (pending.length >= config.sendHighWaterBytes) return draining;
           },
           onRetry: ({ attempt, delayMs, code }) => {
             session.emit({
