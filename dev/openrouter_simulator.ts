@@ -215,18 +215,24 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
       },
       async start(controller) {
         openStreams++;
-        const gone = linkSignals(cancelled.signal, shutdown.signal).signal;
+        const link = linkSignals(cancelled.signal, shutdown.signal);
+        const gone = link.signal;
         const send = (text: string) => {
           if (!gone.aborted) controller.enqueue(encoder.encode(text));
         };
         const wait = (ms: number) =>
           new Promise<void>((resolve) => {
             if (ms <= 0 || gone.aborted) return resolve();
-            const t = setTimeout(resolve, ms);
-            gone.addEventListener("abort", () => {
+            const onAbort = () => {
               clearTimeout(t);
               resolve();
-            }, { once: true });
+            };
+            // The listener goes when the timer fires: one per token would pile up otherwise.
+            const t = setTimeout(() => {
+              gone.removeEventListener("abort", onAbort);
+              resolve();
+            }, ms);
+            gone.addEventListener("abort", onAbort, { once: true });
           });
         try {
           send(": OPENROUTER PROCESSING\n\n");
@@ -307,6 +313,7 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
             }
           }
         } finally {
+          link.dispose();
           openStreams--;
           try {
             controller.close();

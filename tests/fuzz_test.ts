@@ -18,7 +18,7 @@
 import v8 from "node:v8";
 import vm from "node:vm";
 import { assert, assertEquals } from "./assert.ts";
-import { assertGapless, type Frame, isTerminal, startStack, TestClient } from "./helpers.ts";
+import { assertGapless, eventually, isTerminal, startStack, TestClient } from "./helpers.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
 
 const FRAMES = Number(Deno.env.get("FUZZ_FRAMES") ?? "3000");
@@ -33,6 +33,8 @@ const SOCKETS = 8;
  */
 const MAX_BYTES = 65_536;
 const MAX_CONTENT = 4_000;
+/** Frames over this are not answered: the socket is closed with 1009. */
+const HARD_MAX_BYTES = 4 * MAX_BYTES;
 const MODEL = "openai/gpt-4-turbo";
 const COMMANDS = ["cancel", "reset", "history", "stats"];
 const HEAP_SLACK = 30 * 1024 * 1024;
@@ -244,7 +246,12 @@ function badCommand(rng: Rng): Case {
         "help",
         rng.unknownName(64),
       ]);
-      if (rng.chance(0.3)) base.args = { id: rng.text(10), [rng.pick(PROTO_NAMES)]: { x: 1 } };
+      if (rng.chance(0.3)) {
+        base.args = {
+          id: rng.text(10),
+          [rng.pick(PROTO_NAMES)]: rng.pick([{ x: 1 }, null, "x", 1]),
+        };
+      }
       return { kind: "command.name unknown", data: json(base), code: "unknown_command" };
     case 2:
       base.id = badString(rng, 128);
@@ -315,7 +322,9 @@ function badType(rng: Rng): Case {
   if (rng.chance(0.3)) {
     return {
       kind: "not an object",
-      data: json(rng.pick<unknown>([null, 0, -3.5, true, false, "ping", "", [], [{ type: "ping" }]])),
+      data: json(
+        rng.pick<unknown>([null, 0, -3.5, true, false, "ping", "", [], [{ type: "ping" }]]),
+      ),
       code: "invalid_message",
     };
   }
@@ -460,7 +469,7 @@ function deep(rng: Rng): Case {
       return {
         kind: "deep __proto__ objects as metadata",
         data: `{"type":"query","content":"x","stream":"no","metadata":${
-          nestedObjects(Math.min(depth, 6_000), "__proto__")
+          nestedObjects(Math.min(depth, 4_000), "__proto__")
         }}`,
         code: "invalid_message",
       };
@@ -510,6 +519,16 @@ function proto(rng: Rng): Case {
       code: "not_found",
     },
     {
+      kind: "constructor: null in metadata",
+      data: '{"type":"query","content":"x","stream":"no","metadata":{"constructor":null}}',
+      code: "invalid_message",
+    },
+    {
+      kind: "constructor: null in args",
+      data: '{"type":"command","name":"nope","args":{"constructor":null}}',
+      code: "unknown_command",
+    },
+    {
       kind: "command constructor",
       data: '{"type":"command","name":"constructor","args":{"prototype":{"polluted":1}}}',
       code: "unknown_command",
@@ -526,7 +545,11 @@ function proto(rng: Rng): Case {
 function oddChars(rng: Rng): Case {
   const odd = rng.pick(["\u0000", "\ud800", "\udfff", "\ud800\u0000", "\udbff\udbff"]);
   return rng.pick<Case>([
-    { kind: "odd command name", data: json({ type: "command", name: odd }), code: "unknown_command" },
+    {
+      kind: "odd command name",
+      data: json({ type: "command", name: odd }),
+      code: "unknown_command",
+    },
     {
       kind: "odd command name + suffix",
       data: json({ type: "command", name: `stats${odd}` }),
@@ -561,7 +584,7 @@ function oddChars(rng: Rng): Case {
 function binary(rng: Rng): Case {
   const data = rng.chance(0.3)
     ? utf8.encode(json({ type: "ping", id: "as-binary" }))
-    : crypto.getRandomValues(new Uint8Array(rng.int(200)));
+    : Uint8Array.from({ length: rng.int(200) }, () => rng.int(256));
   return { kind: "binary", data, code: "unsupported_frame" };
 }
 
@@ -638,10 +661,8 @@ async function fuzzSocket(
     const id = `fuzz-${socket}-${burst++}`;
     client.send({ type: "ping", id });
     expected.push({ type: "pong", id });
-    // Let the server catch up now and then, so the test never buffers megabytes.
-    if (burst % 20 === 0 || sent >= count) {
-      await client.waitFor((f) => f.type === "pong" && f.id === id, `pong ${id}`, 10_000);
-    }
+    // Waiting for each pong keeps the sockets interleaved and lets other sessions run.
+    await client.waitFor((f) => f.type === "pong" && f.id === id, `pong ${id}`, 10_000);
   }
   return { expected, kinds };
 }
@@ -659,8 +680,9 @@ function checkAccount(client: TestClient, socket: number, expected: Expected[]):
     if (!ok) {
       throw new Error(
         `socket ${socket}, answer #${i} (seed ${SEED}): expected ${
-          e ? (e.type === "pong" ? `pong ${e.id}` : `error ${e.code} for ${e.kind}: ${e.preview}`)
-          : "nothing"
+          e
+            ? (e.type === "pong" ? `pong ${e.id}` : `error ${e.code} for ${e.kind}: ${e.preview}`)
+            : "nothing"
         }; got ${g ? json(g).slice(0, 400) : "nothing"}`,
       );
     }
@@ -677,6 +699,7 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
   const stack = await startStack({
     MAX_MESSAGE_BYTES: String(MAX_BYTES),
     MAX_CONTENT_CHARS: String(MAX_CONTENT),
+    HARD_MAX_MESSAGE_BYTES: String(HARD_MAX_BYTES),
     RESUME_WINDOW_SECONDS: "0",
     LOG_LEVEL: "info",
     MODEL,
@@ -687,7 +710,7 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
     const warm = await TestClient.open(stack.wsUrl);
     await warm.client.terminal(warm.client.query("warm up"));
     await warm.client.close();
-    await waitForNoSessions(stack);
+    await eventually(() => stack.server.app.sessions.size === 0, "warm-up session freed");
     const gc = collectGarbage();
     const baseline = Deno.memoryUsage();
 
@@ -705,7 +728,7 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
         assertEquals(terminal.content, defaultReply(question).join(""));
         answered.push({ id, question, during: fuzzing });
       }
-    })();
+    })().then(() => null, (err: unknown) => err);
 
     const sockets = await Promise.all(
       Array.from({ length: SOCKETS }, () => TestClient.open(stack.wsUrl)),
@@ -713,7 +736,7 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
     clients.push(...sockets.map((s) => s.client));
     const started = performance.now();
     const perSocket = Math.ceil(FRAMES / SOCKETS);
-    let results;
+    let results: Awaited<ReturnType<typeof fuzzSocket>>[] | undefined;
     try {
       results = await Promise.all(
         sockets.map(({ client }, i) => fuzzSocket(client, i, perSocket)),
@@ -722,11 +745,12 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
       fuzzing = false;
     }
     const fuzzMs = Math.round(performance.now() - started);
-    await goodLoop;
+    const goodFailure = await goodLoop;
+    if (goodFailure) throw goodFailure;
 
     // Exact accounting, and every socket is still open.
     sockets.forEach(({ client }, i) => {
-      checkAccount(client, i, results[i].expected);
+      checkAccount(client, i, results![i].expected);
       assertEquals(client.closeEvent, null, `socket ${i} was closed`);
       assertEquals(client.ws.readyState, WebSocket.OPEN);
     });
@@ -736,8 +760,20 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
     assert(sent >= FRAMES, `sent ${sent} bad frames`);
     console.log(`sent ${sent} bad frames of ${kinds.size} kinds in ${fuzzMs} ms`);
 
+    // Past the hard cap there is no error frame: that socket alone is closed with 1009.
+    const { client: huge } = await TestClient.open(stack.wsUrl);
+    clients.push(huge);
+    huge.send(`{"type":"ping","pad":"${"p".repeat(HARD_MAX_BYTES)}"}`);
+    assertEquals((await huge.closed).code, 1009, "close code past the hard cap");
+    assertEquals(huge.frames.length, 1, "only `connected` before the close");
+    assertEquals(good.closeEvent, null, "the good session is still open");
+    assertEquals((await good.terminal(good.query("still there?"), 5000)).type, "response");
+
     // The good session: every answer complete, exactly one terminal each, nothing else wrong.
-    assert(answered.some((a) => a.during), "an answer completed while the fuzzing ran");
+    assert(
+      answered.filter((a) => a.during).length >= 2,
+      `answers completed while the fuzzing ran: ${answered.filter((a) => a.during).length}`,
+    );
     for (const { id } of answered) {
       const frames = good.framesOf(id);
       assertEquals(frames.filter(isTerminal).length, 1, `one terminal for ${id}`);
@@ -747,8 +783,9 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
     }
     assertEquals(good.frames.filter((f) => f.type === "error").length, 0, "good session errors");
     assertGapless(good.frames);
-    // Bad frames never cost an upstream call: one request per good question (plus warm-up).
-    assertEquals(stack.sim.requests.length, answered.length + 1, "upstream requests");
+    // Bad frames never cost an upstream call: one request per good question, plus the
+    // warm-up and "still there?".
+    assertEquals(stack.sim.requests.length, answered.length + 2, "upstream requests");
 
     // No prototype was polluted; nothing crashed on the server side.
     assertEquals(Object.getOwnPropertyNames(Object.prototype).sort(), protoBefore);
@@ -759,7 +796,7 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
 
     // Close everything; the sessions are freed and memory goes back near where it was.
     await Promise.all(clients.splice(0).map((c) => c.close()));
-    await waitForNoSessions(stack);
+    await eventually(() => stack.server.app.sessions.size === 0, "every session freed", 5000);
     results = undefined;
     sockets.length = 0;
     collectGarbage();
@@ -786,15 +823,25 @@ Deno.test("fuzz: every bad frame gets exactly one error, sockets stay open, answ
   }
 });
 
-async function waitForNoSessions(stack: Awaited<ReturnType<typeof startStack>>): Promise<void> {
-  const end = performance.now() + 5000;
-  while (stack.server.app.sessions.size !== 0) {
-    if (performance.now() > end) {
-      throw new Error(`${stack.server.app.sessions.size} sessions still open after 5 s`);
+/**
+ * `args` and `metadata` are plain objects with any keys: `constructor` once
+ * tripped zod's plain-object check, so that a null value crashed the parser
+ * (`internal_error`) and any other value refused a valid frame.
+ */
+Deno.test("a constructor key inside metadata or args is handled like any other key", async () => {
+  const stack = await startStack({ LOG_LEVEL: "info" });
+  try {
+    const { client } = await TestClient.open(stack.wsUrl);
+    for (const value of ["null", '"x"', "{}"]) {
+      const id = client.query("hi", { metadata: JSON.parse(`{"constructor":${value}}`) });
+      assertEquals((await client.terminal(id)).type, "response", `metadata constructor ${value}`);
+      client.send(`{"type":"command","name":"stats","id":"s","args":{"constructor":${value}}}`);
+      const answer = await client.next((f) => f.event === "stats" || f.type === "error", "stats");
+      assertEquals(answer.event, "stats", `args constructor ${value}: ${JSON.stringify(answer)}`);
     }
-    await new Promise((r) => setTimeout(r, 5));
+    assertEquals(stack.logs.filter((l) => JSON.parse(l).level === "error"), []);
+    await client.close();
+  } finally {
+    await stack.close();
   }
-}
-
-// Keeps the Frame type import meaningful for readers of failures.
-export type { Frame };
+});
