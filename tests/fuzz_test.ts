@@ -15,10 +15,15 @@
  *
  * @module
  */
-import v8 from "node:v8";
-import vm from "node:vm";
 import { assert, assertEquals } from "./assert.ts";
-import { assertGapless, eventually, isTerminal, startStack, TestClient } from "./helpers.ts";
+import {
+  assertGapless,
+  collectGarbage,
+  eventually,
+  isTerminal,
+  startStack,
+  TestClient,
+} from "./helpers.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
 
 const FRAMES = Number(Deno.env.get("FUZZ_FRAMES") ?? "3000");
@@ -611,19 +616,6 @@ function generate(rng: Rng): Case {
     r -= w;
   }
   throw new Error("unreachable");
-}
-
-/** Runs a full GC when V8 lets us turn `gc()` on; returns whether it could. */
-function collectGarbage(): boolean {
-  try {
-    v8.setFlagsFromString("--expose-gc");
-    const gc = vm.runInNewContext("gc") as () => void;
-    gc();
-    gc();
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 function preview(data: string | Uint8Array): string {

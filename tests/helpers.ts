@@ -5,6 +5,8 @@
  *
  * @module
  */
+import v8 from "node:v8";
+import vm from "node:vm";
 import { type Config, loadConfig } from "../supabase/functions/_shared/config.ts";
 import { type RunningServer, startServer } from "../supabase/functions/_shared/server.ts";
 import type { SessionStore } from "../supabase/functions/_shared/store.ts";
@@ -13,6 +15,23 @@ import {
   type SimulatorOptions,
   startSimulator,
 } from "../dev/openrouter_simulator.ts";
+
+/**
+ * Runs a full garbage collection when V8 lets us turn `gc()` on (it does,
+ * from inside a test); returns whether it could. Memory checks use it so that
+ * they measure what is still reachable, not what is merely uncollected.
+ */
+export function collectGarbage(): boolean {
+  try {
+    v8.setFlagsFromString("--expose-gc");
+    const gc = vm.runInNewContext("gc") as () => void;
+    gc();
+    gc();
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /** A key that must never show up in a frame or a log line. */
 export const TEST_API_KEY = "sk-or-v1-TEST-SECRET-0123456789abcdef";

@@ -23,11 +23,10 @@
  *
  * @module
  */
-import v8 from "node:v8";
-import vm from "node:vm";
 import { assert, assertEquals } from "./assert.ts";
 import {
   assertGapless,
+  collectGarbage,
   eventually,
   type Frame,
   isTerminal,
@@ -81,19 +80,6 @@ class TrackingStore extends MemoryStore {
   override delete(id: string): Promise<void> {
     this.live.delete(id);
     return super.delete(id);
-  }
-}
-
-/** Runs a full GC when V8 lets us turn `gc()` on; returns whether it could. */
-function collectGarbage(): boolean {
-  try {
-    v8.setFlagsFromString("--expose-gc");
-    const gc = vm.runInNewContext("gc") as () => void;
-    gc();
-    gc();
-    return true;
-  } catch {
-    return false;
   }
 }
 
