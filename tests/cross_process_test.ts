@@ -1,8 +1,8 @@
 import { assert, assertEquals } from "./assert.ts";
 import { DATABASE_URL, dbAvailable } from "./db.ts";
 import { isTerminal, TEST_API_KEY, TestClient } from "./helpers.ts";
-import { startServerProcess } from "./process.ts";
-import { startSimulator } from "../dev/openrouter_simulator.ts";
+import { type ServerProcess, startServerProcess } from "./process.ts";
+import { type Simulator, startSimulator } from "../dev/openrouter_simulator.ts";
 
 const NOTIFY_SECRET = "notify-secret-for-tests-0123456789";
 
@@ -20,14 +20,27 @@ function env(simUrl: string): Record<string, string> {
   };
 }
 
+/** Runs `fn` with the stand-in and two server processes on one database; cleans up after. */
+async function withTwoProcesses(
+  fn: (sim: Simulator, a: ServerProcess, b: ServerProcess) => Promise<void>,
+): Promise<void> {
+  const sim = startSimulator({ tokenDelayMs: 2 });
+  const a = await startServerProcess(env(sim.url));
+  const b = await startServerProcess(env(sim.url));
+  try {
+    await fn(sim, a, b);
+  } finally {
+    await a.kill("SIGTERM");
+    await b.kill("SIGTERM");
+    await sim.close();
+  }
+}
+
 Deno.test({
   name: "postgres: a server killed mid-answer; another process resumes with nothing lost",
   ignore: !dbAvailable,
-  async fn() {
-    const sim = startSimulator({ tokenDelayMs: 2 });
-    const a = await startServerProcess(env(sim.url));
-    const b = await startServerProcess(env(sim.url));
-    try {
+  fn: () =>
+    withTwoProcesses(async (sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       sim.when("[first]", { kind: "stream", tokens: ["remember ", "the ", "word ", "banana"] });
       const first = client.query("[first]");
@@ -70,22 +83,14 @@ Deno.test({
         `history carried over: ${JSON.stringify(messages)}`,
       );
       await again.close();
-    } finally {
-      await a.kill();
-      await b.kill("SIGTERM");
-      await sim.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "postgres: resuming on another live process hands the session over losslessly",
   ignore: !dbAvailable,
-  async fn() {
-    const sim = startSimulator({ tokenDelayMs: 2 });
-    const a = await startServerProcess(env(sim.url));
-    const b = await startServerProcess(env(sim.url));
-    try {
+  fn: () =>
+    withTwoProcesses(async (sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       const done = client.query("a finished answer");
       const answer = await client.terminal(done);
@@ -104,22 +109,14 @@ Deno.test({
       again.send({ type: "ping", id: "on-b" });
       assertEquals((await again.next((f) => f.type === "pong", "pong")).seq, lastSeq + 1);
       await again.close();
-    } finally {
-      await a.kill("SIGTERM");
-      await b.kill("SIGTERM");
-      await sim.close();
-    }
-  },
+    }),
 });
 
 Deno.test({
   name: "postgres: POST /notify on one process reaches a socket on another",
   ignore: !dbAvailable,
-  async fn() {
-    const sim = startSimulator({ tokenDelayMs: 2 });
-    const a = await startServerProcess(env(sim.url));
-    const b = await startServerProcess(env(sim.url));
-    try {
+  fn: () =>
+    withTwoProcesses(async (sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       // Wait until the session is durable, so B can find it.
       client.send({ type: "ping" });
@@ -160,10 +157,5 @@ Deno.test({
       assertEquals(missing.status, 404);
       await missing.body?.cancel();
       await client.close();
-    } finally {
-      await a.kill("SIGTERM");
-      await b.kill("SIGTERM");
-      await sim.close();
-    }
-  },
+    }),
 });
