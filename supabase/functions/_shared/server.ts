@@ -89,7 +89,11 @@ function json(body: unknown, status = 200): Response {
  * ```
  */
 export function createApp(config: Config, opts: AppOptions = {}): App {
-  const log = createLogger(config.logLevel, [config.apiKey], opts.logSink);
+  const log = createLogger(
+    config.logLevel,
+    [config.apiKey, config.notifySecret ?? undefined, config.auth?.jwtSecret, config.postgres?.url],
+    opts.logSink,
+  );
   const instance = crypto.randomUUID();
   const storeLimits = {
     maxHistory: config.maxHistory,
