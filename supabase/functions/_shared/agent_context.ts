@@ -7,7 +7,7 @@
  */
 import type { Config } from "./config.ts";
 import type { Logger } from "./log.ts";
-import type { ErrorBody, ErrorCode } from "./protocol.ts";
+import type { ErrorBody, ErrorCode, OutgoingFrame } from "./protocol.ts";
 import type { Session } from "./session.ts";
 import type { SessionRegistry } from "./sessions.ts";
 import type { SessionStore } from "./store.ts";
@@ -114,6 +114,24 @@ export function closeQuietly(socket: WebSocket | null, code: number, reason: str
   } catch {
     // Already closing.
   }
+}
+
+/**
+ * A notification from another function (POST /notify): the sender's `data`
+ * fields ride along, but cannot replace the frame's own fields.
+ *
+ * @example
+ * ```ts
+ * session.emit(notificationFrame("job_done", "Your report is ready", { job: 7 }));
+ * ```
+ */
+export function notificationFrame(
+  event: string,
+  content: string,
+  data: Record<string, unknown> = {},
+): OutgoingFrame {
+  const { type: _type, seq: _seq, timestamp: _timestamp, ...extra } = data;
+  return { ...extra, type: "notification", event, content };
 }
 
 /**

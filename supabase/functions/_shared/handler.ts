@@ -15,6 +15,7 @@ import {
   AnsweredIds,
   CLOSE,
   closeQuietly,
+  notificationFrame,
   sayTakenOver,
   sendSocketFrame,
 } from "./agent_context.ts";
@@ -452,12 +453,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     async notify(sessionId, note) {
       const local = sessions.get(sessionId);
       if (local) {
-        local.emit({
-          ...note.data,
-          type: "notification",
-          event: note.event,
-          content: note.content,
-        });
+        local.emit(notificationFrame(note.event, note.content, note.data));
         return "delivered";
       }
       if (!bus || !(await store.load(sessionId))) return "not_found";

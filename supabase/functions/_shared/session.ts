@@ -9,6 +9,19 @@ import type { OutgoingFrame } from "./protocol.ts";
 import type { SessionStore } from "./store.ts";
 import { QueryQueue } from "./queue.ts";
 
+let lastMs = 0;
+let lastIso = "";
+
+/** The current time as ISO-8601, formatted at most once per millisecond. */
+function isoNow(): string {
+  const ms = Date.now();
+  if (ms !== lastMs) {
+    lastMs = ms;
+    lastIso = new Date(ms).toISOString();
+  }
+  return lastIso;
+}
+
 /** The generation a session is running right now. */
 export interface InFlight {
   id: string;
@@ -122,7 +135,10 @@ export class Session {
   emit(frame: OutgoingFrame): number {
     if (this.closed) return 0;
     const seq = ++this.#seq;
-    const json = JSON.stringify({ ...frame, seq, timestamp: new Date().toISOString() });
+    // Appending the two stamped fields to the serialised frame avoids copying the
+    // frame object once per token; every frame is a non-empty object, so it ends in "}".
+    const body = JSON.stringify(frame);
+    const json = `${body.slice(0, -1)},"seq":${seq},"timestamp":"${isoNow()}"}`;
     this.store.appendFrame(this.id, { seq, json });
     this.sendRaw(json);
     return seq;

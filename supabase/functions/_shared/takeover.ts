@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type AgentContext, sayTakenOver } from "./agent_context.ts";
+import { type AgentContext, notificationFrame, sayTakenOver } from "./agent_context.ts";
 import type { BusMessage } from "./bus.ts";
 import type { ResumeRequest } from "./resume.ts";
 import { Session } from "./session.ts";
@@ -106,7 +106,7 @@ export function createTakeover(ctx: AgentContext, hooks: TakeoverHooks): Takeove
         await hooks.release(session);
         await bus?.publish({ kind: "released", session: msg.session, from: instance });
       } else if (msg.kind === "notify" && session) {
-        session.emit({ ...msg.data, type: "notification", event: msg.event, content: msg.content });
+        session.emit(notificationFrame(msg.event, msg.content, msg.data));
       }
     },
   };
