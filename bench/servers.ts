@@ -1,0 +1,109 @@
+/**
+ * Starting the processes under measurement: the stand-in, the gateway and the
+ * bare echo server, each a `deno run` of its own on 127.0.0.1 with a free port.
+ *
+ * @module
+ */
+import { Child } from "./child.ts";
+import type { Target } from "./target.ts";
+
+/** The project root: subprocesses run there so that deno.json's import map applies. */
+export const ROOT = new URL("..", import.meta.url).pathname;
+const here = (file: string) => new URL(file, import.meta.url).pathname;
+
+/** How every child may live at most, so that none outlives a run. */
+const MAX_SECONDS = "1800";
+
+/** The fixed answer every background question gets. */
+export interface Answer {
+  tokens: number;
+  gapMs: number;
+}
+
+/** Starts the OpenRouter stand-in; `ready.url` is its base URL. */
+export function startStandin(answer: Answer): Promise<Child> {
+  return Child.start({
+    name: "stand-in",
+    command: Deno.execPath(),
+    args: ["run", "-A", here("./standin_main.ts")],
+    cwd: ROOT,
+    env: {
+      BENCH_TOKENS: String(answer.tokens),
+      BENCH_GAP_MS: String(answer.gapMs),
+      BENCH_PROBE_TOKENS: "2",
+      BENCH_MAX_SECONDS: MAX_SECONDS,
+    },
+  });
+}
+
+/** Options for {@linkcode startGateway}. */
+export interface GatewayOptions {
+  upstreamUrl: string;
+  /** Sessions end with their socket (the idle-memory runs). */
+  noResume?: boolean;
+  /** Write a V8 CPU profile into this directory when the gateway exits. */
+  cpuProfDir?: string;
+  /** Extra environment (`--env KEY=VALUE`), applied last. */
+  env?: Record<string, string>;
+}
+
+/**
+ * Starts the gateway with the bench's configuration: limits out of the way
+ * (rate limits, connection caps), history off so every upstream request has
+ * the same size, logs at warn.
+ */
+export function startGateway(opts: GatewayOptions): Promise<Child> {
+  const flags = ["run", "-A", "--v8-flags=--expose-gc"];
+  if (opts.cpuProfDir) flags.push("--cpu-prof", `--cpu-prof-dir=${opts.cpuProfDir}`);
+  return Child.start({
+    name: "gateway",
+    command: Deno.execPath(),
+    args: [...flags, here("./gateway_main.ts")],
+    cwd: ROOT,
+    env: {
+      OPENROUTER_API_KEY: "sk-bench-not-a-real-key",
+      OPENROUTER_BASE_URL: opts.upstreamUrl,
+      PORT: "0",
+      LOG_LEVEL: "warn",
+      AUTH_MODE: "off",
+      ALLOWED_ORIGINS: "",
+      RATE_LIMIT_PER_MINUTE: "100000000",
+      RATE_LIMIT_BURST: "100000000",
+      MAX_CONNECTIONS: "100000",
+      MAX_CONNECTIONS_PER_USER: "100000",
+      MAX_HISTORY: "0",
+      MAX_CONNECTION_AGE_SECONDS: "0",
+      RESUME_WINDOW_SECONDS: opts.noResume ? "0" : "120",
+      BENCH_MAX_SECONDS: MAX_SECONDS,
+      ...opts.env,
+    },
+  });
+}
+
+/** Starts the bare echo server. */
+export function startEcho(): Promise<Child> {
+  return Child.start({
+    name: "echo",
+    command: Deno.execPath(),
+    args: ["run", "-A", "--v8-flags=--expose-gc", here("./echo_server.ts")],
+    cwd: ROOT,
+    env: { BENCH_MAX_SECONDS: MAX_SECONDS },
+  });
+}
+
+/** Starts the minimal relay (the floor for CPU per token) against the stand-in. */
+export function startMinimalRelay(upstreamUrl: string): Promise<Child> {
+  return Child.start({
+    name: "minimal relay",
+    command: Deno.execPath(),
+    args: ["run", "-A", "--v8-flags=--expose-gc", here("./minimal_relay.ts")],
+    cwd: ROOT,
+    env: { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_MAX_SECONDS: MAX_SECONDS },
+  });
+}
+
+/** A started gateway or echo server as a load target. */
+export function targetOf(child: Child, name: string, greets: boolean): Target {
+  const url = `ws://127.0.0.1:${child.ready.port}/`;
+  return { name, socketUrl: () => url, pids: [child.pid], greets };
+}
