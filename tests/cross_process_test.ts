@@ -90,7 +90,7 @@ Deno.test({
   name: "postgres: resuming on another live process hands the session over losslessly",
   ignore: !dbAvailable,
   fn: () =>
-    withTwoProcesses(async (sim, a, b) => {
+    withTwoProcesses(async (_sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       const done = client.query("a finished answer");
       const answer = await client.terminal(done);
@@ -116,7 +116,7 @@ Deno.test({
   name: "postgres: POST /notify on one process reaches a socket on another",
   ignore: !dbAvailable,
   fn: () =>
-    withTwoProcesses(async (sim, a, b) => {
+    withTwoProcesses(async (_sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       // Wait until the session is durable, so B can find it.
       client.send({ type: "ping" });
