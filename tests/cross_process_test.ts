@@ -103,6 +103,7 @@ Deno.test({
       assertEquals(note.seq, 0);
       assertEquals((await client.closed).code, 4002);
       // The three frames the client claimed not to have come back, byte for byte.
+      await again.waitFor((f) => f.seq === lastSeq, "the replay");
       const replayed = again.frames.filter((f) => f.seq > 0);
       assertEquals(replayed.map((f) => f.seq), [lastSeq - 2, lastSeq - 1, lastSeq]);
       assertEquals(replayed.at(-1), answer);

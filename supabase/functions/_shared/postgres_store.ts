@@ -64,6 +64,10 @@ export class PostgresStore implements SessionStore {
   /** Frames being written right now: still visible to replays until committed. */
   #writing: PendingFrame[] = [];
   #open = new Map<string, string[]>();
+  /** History of the sessions this process holds: it alone writes them, so reads stay local. */
+  #history = new Map<string, ChatMessage[]>();
+  /** History to write with the next batch, in the same transaction as the frames. */
+  #historyWrites = new Map<string, ChatMessage[]>();
   #deletes = new Set<string>();
   #chain: Promise<void> = Promise.resolve();
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -118,10 +122,12 @@ export class PostgresStore implements SessionStore {
     }
     const creates = this.#creates;
     const open = this.#open;
+    const histories = this.#historyWrites;
     const deletes = this.#deletes;
     const frames = this.#frames.filter((f) => !deletes.has(f.sessionId));
-    if (creates.size + frames.length + open.size + deletes.size === 0) return;
+    if (creates.size + frames.length + open.size + histories.size + deletes.size === 0) return;
     this.#creates = new Map();
+    this.#historyWrites = new Map();
     this.#open = new Map();
     this.#deletes = new Set();
     this.#frames = [];
@@ -156,6 +162,13 @@ export class PostgresStore implements SessionStore {
             from unnest(${[...last.keys()]}::text[], ${[...last.values()]}::bigint[]) as v(id, seq)
             where s.id = v.id`;
         }
+        for (const [id, history] of histories) {
+          if (deletes.has(id)) continue;
+          await tx`
+            update agent_websocket.sessions
+            set history = ${tx.json(history as never)}, updated_at = now()
+            where id = ${id}`;
+        }
         for (const [id, ids] of open) {
           if (deletes.has(id)) continue;
           await tx`update agent_websocket.sessions set open_queries = ${ids}::text[] where id = ${id}`;
@@ -168,6 +181,9 @@ export class PostgresStore implements SessionStore {
       // Put everything back in front of what came since, so order is kept for the retry.
       for (const [id, owner] of creates) if (!this.#creates.has(id)) this.#creates.set(id, owner);
       for (const [id, ids] of open) if (!this.#open.has(id)) this.#open.set(id, ids);
+      for (const [id, h] of histories) {
+        if (!this.#historyWrites.has(id)) this.#historyWrites.set(id, h);
+      }
       for (const id of deletes) this.#deletes.add(id);
       this.#frames = [...frames, ...this.#frames];
       this.#schedule();
@@ -206,28 +222,35 @@ export class PostgresStore implements SessionStore {
   }
 
   async history(id: string): Promise<ChatMessage[]> {
+    const cached = this.#history.get(id);
+    if (cached) return [...cached];
     const [row] = await this.sql<{ history: ChatMessage[] }[]>`
       select history from agent_websocket.sessions where id = ${id}`;
-    return row?.history ?? [];
+    const history = row?.history ?? [];
+    this.#history.set(id, history);
+    return [...history];
   }
 
+  /**
+   * Updates the local copy at once and writes it with the next batch, in the
+   * same transaction as the frames that carry the answer: both land, or neither.
+   */
   async appendHistory(id: string, messages: ChatMessage[]): Promise<void> {
-    await this.flush(); // the row must exist first
     const kept = trimHistory(
       [...(await this.history(id)), ...messages],
       this.#o.limits.maxHistory,
       this.#o.limits.maxHistoryChars,
     );
-    await this.sql`
-      update agent_websocket.sessions set history = ${
-      this.sql.json(kept as never)
-    }, updated_at = now()
-      where id = ${id}`;
+    this.#history.set(id, kept);
+    this.#historyWrites.set(id, kept);
+    this.#schedule();
   }
 
-  async clearHistory(id: string): Promise<void> {
-    await this.flush();
-    await this.sql`update agent_websocket.sessions set history = '[]'::jsonb where id = ${id}`;
+  clearHistory(id: string): Promise<void> {
+    this.#history.set(id, []);
+    this.#historyWrites.set(id, []);
+    this.#schedule();
+    return Promise.resolve();
   }
 
   #record(row: {
@@ -259,6 +282,8 @@ export class PostgresStore implements SessionStore {
 
   async claim(id: string): Promise<SessionRecord | null> {
     await this.flush();
+    // Another process held it: what it wrote is the truth now.
+    this.#history.delete(id);
     const [row] = await this.sql`
       update agent_websocket.sessions
       set instance = ${this.#o.instance}, heartbeat_at = now(),
@@ -270,6 +295,7 @@ export class PostgresStore implements SessionStore {
 
   async release(id: string): Promise<void> {
     await this.flush();
+    this.#history.delete(id);
     await this.sql`
       update agent_websocket.sessions set instance = null
       where id = ${id} and instance = ${this.#o.instance}`;
@@ -278,6 +304,8 @@ export class PostgresStore implements SessionStore {
   async delete(id: string): Promise<void> {
     this.#creates.delete(id);
     this.#open.delete(id);
+    this.#history.delete(id);
+    this.#historyWrites.delete(id);
     this.#frames = this.#frames.filter((f) => f.sessionId !== id);
     this.#deletes.add(id);
     await this.flush();
