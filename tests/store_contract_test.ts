@@ -124,6 +124,13 @@ Deno.test({
       const r = await b.framesAfter(id, 0);
       assert(r.ok);
       assertEquals(r.frames.map((f) => f.seq), [1, 2]);
+      // A, which lost the session, can no longer write into its sequence.
+      a.appendFrame(id, frame(3));
+      await a.flush();
+      const after = await b.framesAfter(id, 2);
+      assert(after.ok);
+      assertEquals(after.frames, [], "the old holder's late frame is fenced out");
+      assertEquals((await b.load(id))?.lastSeq, 2);
       assertEquals(await b.load("no-such-session"), null);
     } finally {
       await b.delete(id);

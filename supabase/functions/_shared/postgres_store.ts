@@ -145,12 +145,15 @@ export class PostgresStore implements SessionStore {
             on conflict (id) do nothing`;
         }
         if (frames.length > 0) {
+          // Fenced: a process that lost a session (another claimed it while this one
+          // looked dead) must not write into its sequence any more.
           await tx`
             insert into agent_websocket.frames (session_id, seq, frame)
-            select * from unnest(
+            select v.id, v.seq, v.frame from unnest(
               ${frames.map((f) => f.sessionId)}::text[],
               ${frames.map((f) => f.seq)}::bigint[],
-              ${frames.map((f) => f.json)}::text[])
+              ${frames.map((f) => f.json)}::text[]) as v(id, seq, frame)
+            join agent_websocket.sessions s on s.id = v.id and s.instance = ${this.#o.instance}
             on conflict do nothing`;
           const last = new Map<string, number>();
           for (const f of frames) {
@@ -160,18 +163,20 @@ export class PostgresStore implements SessionStore {
             update agent_websocket.sessions s
             set last_seq = greatest(s.last_seq, v.seq), updated_at = now()
             from unnest(${[...last.keys()]}::text[], ${[...last.values()]}::bigint[]) as v(id, seq)
-            where s.id = v.id`;
+            where s.id = v.id and s.instance = ${this.#o.instance}`;
         }
         for (const [id, history] of histories) {
           if (deletes.has(id)) continue;
           await tx`
             update agent_websocket.sessions
             set history = ${tx.json(history as never)}, updated_at = now()
-            where id = ${id}`;
+            where id = ${id} and instance = ${this.#o.instance}`;
         }
         for (const [id, ids] of open) {
           if (deletes.has(id)) continue;
-          await tx`update agent_websocket.sessions set open_queries = ${ids}::text[] where id = ${id}`;
+          await tx`
+            update agent_websocket.sessions set open_queries = ${ids}::text[]
+            where id = ${id} and instance = ${this.#o.instance}`;
         }
         if (deletes.size > 0) {
           await tx`delete from agent_websocket.sessions where id = any(${[...deletes]}::text[])`;
