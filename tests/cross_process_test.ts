@@ -128,21 +128,18 @@ Deno.test({
           headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
           body: JSON.stringify(body),
         });
-      let res = await post(b.url, {
+      const body = {
         session_id: connected.session_id,
         content: "Your report is ready",
         event: "job_done",
         data: { job: 7 },
-      });
+      };
+      let res = await post(b.url, body);
+      // 404 until A's first batch (written every 10 ms) has made the session visible to B.
       for (let i = 0; res.status === 404 && i < 20; i++) {
         await res.body?.cancel();
-        await new Promise((r) => setTimeout(r, 50)); // the first flush may not have landed yet
-        res = await post(b.url, {
-          session_id: connected.session_id,
-          content: "Your report is ready",
-          event: "job_done",
-          data: { job: 7 },
-        });
+        await new Promise((r) => setTimeout(r, 50));
+        res = await post(b.url, body);
       }
       assertEquals([res.status, await res.json()], [202, { delivered: "forwarded" }]);
       const note = await client.waitFor((f) => f.event === "job_done", "notification", 5000);

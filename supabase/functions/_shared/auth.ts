@@ -13,6 +13,7 @@
  */
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { jwtVerify } from "jose";
+import { offeredSubprotocols } from "./protocol.ts";
 
 /** The prefix of the subprotocol that carries a token. */
 export const TOKEN_SUBPROTOCOL_PREFIX = "jwt-";
@@ -54,8 +55,7 @@ export interface SupabaseAuthOptions {
  * ```
  */
 export function tokenFromRequest(req: Request): string | undefined {
-  const offered = (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
-  const fromProtocol = offered.find((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
+  const fromProtocol = offeredSubprotocols(req).find((p) => p.startsWith(TOKEN_SUBPROTOCOL_PREFIX));
   if (fromProtocol) return fromProtocol.slice(TOKEN_SUBPROTOCOL_PREFIX.length);
   return new URL(req.url).searchParams.get("jwt") ?? undefined;
 }

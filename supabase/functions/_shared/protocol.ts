@@ -13,6 +13,18 @@ export const PROTOCOL_VERSION = 1;
 /** The subprotocol a client may offer; the server selects it when offered. */
 export const SUBPROTOCOL = "agent-websocket.v1";
 
+/**
+ * The subprotocols a client offered in its handshake.
+ *
+ * @example
+ * ```ts
+ * offeredSubprotocols(req).includes(SUBPROTOCOL);
+ * ```
+ */
+export function offeredSubprotocols(req: Request): string[] {
+  return (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
+}
+
 /** Every error code a server may send. Clients switch on these, never on messages. */
 export const ERROR_CODES = [
   "invalid_json",

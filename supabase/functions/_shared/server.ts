@@ -11,7 +11,8 @@ import { MemoryStore, type SessionStore } from "./store.ts";
 import { createUpstreamClient, type UpstreamClient } from "./upstream.ts";
 import { SessionRegistry } from "./sessions.ts";
 import { type AgentHandler, CLOSE, createAgentHandler } from "./handler.ts";
-import { JsonObject, SUBPROTOCOL } from "./protocol.ts";
+import { JsonObject, offeredSubprotocols, SUBPROTOCOL } from "./protocol.ts";
+import { closeQuietly, sendSocketFrame } from "./agent_context.ts";
 import { keepAliveUntil } from "./edge_runtime.ts";
 import {
   type AuthUser,
@@ -137,12 +138,9 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   const openSockets = new Set<Promise<void>>();
 
   function accept(req: Request) {
-    const offered = (req.headers.get("sec-websocket-protocol") ?? "")
-      .split(",")
-      .map((p) => p.trim());
     // The token subprotocol is never selected: echoing it would put it in responses.
     return Deno.upgradeWebSocket(req, {
-      protocol: offered.includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
+      protocol: offeredSubprotocols(req).includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
       idleTimeout: config.heartbeatSeconds,
     });
   }
@@ -155,19 +153,12 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   function refuse(req: Request, code: number, error: string, message: string): Response {
     const { socket, response } = accept(req);
     socket.addEventListener("open", () => {
-      try {
-        socket.send(JSON.stringify({
-          type: "error",
-          code: error,
-          message,
-          retryable: false,
-          seq: 0,
-          timestamp: new Date().toISOString(),
-        }));
-        socket.close(code, error === "unauthorized" ? "Unauthorized" : "Too many connections");
-      } catch {
-        // The client left first.
-      }
+      sendSocketFrame(socket, { type: "error", code: error, message, retryable: false });
+      closeQuietly(
+        socket,
+        code,
+        error === "unauthorized" ? "Unauthorized" : "Too many connections",
+      );
     });
     return response;
   }

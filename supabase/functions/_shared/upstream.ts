@@ -118,9 +118,11 @@ function fromStatus(status: number, retryAfterMs?: number): UpstreamError {
     case 503:
       return new UpstreamError("upstream_unavailable", "The model provider is unavailable", true);
     default:
-      return status >= 500
-        ? new UpstreamError("upstream_error", `The model provider failed (${status})`, true)
-        : new UpstreamError("upstream_error", `The model provider failed (${status})`, false);
+      return new UpstreamError(
+        "upstream_error",
+        `The model provider failed (${status})`,
+        status >= 500,
+      );
   }
 }
 
