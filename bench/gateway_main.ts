@@ -14,9 +14,9 @@
  *
  * @module
  */
-import { loadConfig } from "../supabase/functions/_shared/config.ts";
-import { startServer } from "../supabase/functions/_shared/server.ts";
-import type { SweepPolicy } from "../supabase/functions/_shared/sessions.ts";
+import { loadConfig } from "../supabase/functions/_shared/platform/config.ts";
+import { startServer } from "../supabase/functions/_shared/http/app.ts";
+import type { SweepPolicy } from "../supabase/functions/_shared/session/registry.ts";
 import { Samples } from "./histogram.ts";
 import { serveControl } from "./control.ts";
 

@@ -5,13 +5,13 @@
  *
  * @module
  */
-import { loadConfig } from "../supabase/functions/_shared/config.ts";
-import { createLogger } from "../supabase/functions/_shared/log.ts";
-import { startServer } from "../supabase/functions/_shared/server.ts";
+import { loadConfig } from "../supabase/functions/_shared/platform/config.ts";
+import { createLogger } from "../supabase/functions/_shared/platform/log.ts";
+import { startServer } from "../supabase/functions/_shared/http/app.ts";
 import {
   installSignalHandlers,
   reportConfigErrors,
-} from "../supabase/functions/_shared/lifecycle.ts";
+} from "../supabase/functions/_shared/platform/lifecycle.ts";
 import { loadDotEnv } from "./dotenv.ts";
 import { startSimulator } from "./openrouter_simulator.ts";
 

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { linkSignals } from "../supabase/functions/_shared/signals.ts";
+import { linkSignals } from "../supabase/functions/_shared/platform/signals.ts";
 
 /** What the simulator does with one request. */
 export type Scenario =

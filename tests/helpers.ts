@@ -7,9 +7,9 @@
  */
 import v8 from "node:v8";
 import vm from "node:vm";
-import { type Config, loadConfig } from "../supabase/functions/_shared/config.ts";
-import { type RunningServer, startServer } from "../supabase/functions/_shared/server.ts";
-import type { SessionStore } from "../supabase/functions/_shared/store.ts";
+import { type Config, loadConfig } from "../supabase/functions/_shared/platform/config.ts";
+import { type RunningServer, startServer } from "../supabase/functions/_shared/http/app.ts";
+import type { SessionStore } from "../supabase/functions/_shared/store/store.ts";
 import {
   type Simulator,
   type SimulatorOptions,

@@ -35,8 +35,8 @@ import {
   TestClient,
 } from "./helpers.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
-import { MemoryStore, type StoredFrame } from "../supabase/functions/_shared/store.ts";
-import type { ChatMessage } from "../supabase/functions/_shared/upstream.ts";
+import { MemoryStore, type StoredFrame } from "../supabase/functions/_shared/store/store.ts";
+import type { ChatMessage } from "../supabase/functions/_shared/model/openrouter.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
 
 const LONG = Deno.env.get("SOAK") === "long";

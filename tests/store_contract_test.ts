@@ -4,9 +4,9 @@ import {
   MemoryStore,
   type SessionStore,
   type StoreLimits,
-} from "../supabase/functions/_shared/store.ts";
-import { PostgresStore } from "../supabase/functions/_shared/postgres_store.ts";
-import { createLogger } from "../supabase/functions/_shared/log.ts";
+} from "../supabase/functions/_shared/store/store.ts";
+import { PostgresStore } from "../supabase/functions/_shared/store/postgres.ts";
+import { createLogger } from "../supabase/functions/_shared/platform/log.ts";
 
 const limits: StoreLimits = {
   maxHistory: 4,

@@ -1,8 +1,11 @@
 import { assert, assertEquals } from "./assert.ts";
-import { loadConfig } from "../supabase/functions/_shared/config.ts";
-import { fullJitterDelay, parseRetryAfter } from "../supabase/functions/_shared/backoff.ts";
-import { readSse } from "../supabase/functions/_shared/sse.ts";
-import { trimHistory } from "../supabase/functions/_shared/store.ts";
+import { loadConfig } from "../supabase/functions/_shared/platform/config.ts";
+import {
+  fullJitterDelay,
+  parseRetryAfter,
+} from "../supabase/functions/_shared/platform/backoff.ts";
+import { readSse } from "../supabase/functions/_shared/model/sse.ts";
+import { trimHistory } from "../supabase/functions/_shared/store/store.ts";
 import { parseDotEnv } from "../dev/dotenv.ts";
 
 Deno.test("config: seed defaults hold when nothing is set", () => {
@@ -93,7 +96,7 @@ Deno.test("dotenv: comments, quotes and export prefixes", () => {
 });
 
 Deno.test(".env.example lists every variable the server reads, with valid defaults", async () => {
-  const { EnvSchema } = await import("../supabase/functions/_shared/config.ts");
+  const { EnvSchema } = await import("../supabase/functions/_shared/platform/config.ts");
   const example = parseDotEnv(await Deno.readTextFile(new URL("../.env.example", import.meta.url)));
   assertEquals(Object.keys(example).sort(), Object.keys(EnvSchema.shape).sort());
   const r = loadConfig(example);

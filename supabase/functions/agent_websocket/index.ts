@@ -4,10 +4,10 @@
  *
  * @module
  */
-import { loadConfig } from "../_shared/config.ts";
-import { startServer } from "../_shared/server.ts";
-import { isEdgeRuntime, onBeforeUnload } from "../_shared/edge_runtime.ts";
-import { installSignalHandlers, reportConfigErrors } from "../_shared/lifecycle.ts";
+import { loadConfig } from "../_shared/platform/config.ts";
+import { startServer } from "../_shared/http/app.ts";
+import { isEdgeRuntime, onBeforeUnload } from "../_shared/platform/edge_runtime.ts";
+import { installSignalHandlers, reportConfigErrors } from "../_shared/platform/lifecycle.ts";
 
 const result = loadConfig(Deno.env.toObject(), { edgeRuntime: isEdgeRuntime() });
 if (!result.ok) reportConfigErrors(result.errors);

@@ -5,30 +5,18 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
-import type { Logger } from "./log.ts";
-import type { ErrorBody, ErrorCode, OutgoingFrame } from "./protocol.ts";
-import type { Session } from "./session.ts";
-import type { SessionRegistry } from "./sessions.ts";
-import type { SessionStore } from "./store.ts";
-import type { UpstreamClient } from "./upstream.ts";
-import type { UserLimits } from "./limits.ts";
-import type { Bus } from "./bus.ts";
+import type { Config } from "../platform/config.ts";
+import type { Logger } from "../platform/log.ts";
+import type { ErrorBody, ErrorCode, OutgoingFrame } from "../protocol/frames.ts";
+import type { Session } from "../session/session.ts";
+import type { SessionRegistry } from "../session/registry.ts";
+import type { SessionStore } from "../store/store.ts";
+import type { UpstreamClient } from "../model/openrouter.ts";
+import type { UserLimits } from "../platform/limits.ts";
+import type { Bus } from "../store/bus.ts";
+import { CLOSE } from "../protocol/codes.ts";
 
-/** Close codes the server uses (see docs/protocol.md). */
-export const CLOSE = {
-  normal: 1000,
-  policy: 1008,
-  tooLarge: 1009,
-  internal: 1011,
-  restart: 1012,
-  /** The client stopped reading; it may reconnect and resume later. */
-  tryAgainLater: 1013,
-  unauthorized: 4001,
-  /** Another socket resumed the session; the client must not reconnect on its own. */
-  takenOver: 4002,
-  tooManyConnections: 4029,
-} as const;
+export { CLOSE } from "../protocol/codes.ts";
 
 /** Why a generation was aborted by us (the abort reason). */
 export type AbortWhy = "cancel" | "closed" | "released" | "slow_consumer";

@@ -5,9 +5,9 @@
  *
  * @module
  */
-import type { OutgoingFrame } from "./protocol.ts";
-import type { SessionStore } from "./store.ts";
-import { QueryQueue } from "./queue.ts";
+import type { OutgoingFrame } from "../protocol/frames.ts";
+import type { SessionStore } from "../store/store.ts";
+import { QueryQueue } from "../turn/queue.ts";
 
 let lastMs = 0;
 let lastIso = "";

@@ -6,11 +6,11 @@
  *
  * @module
  */
-import type { AbortWhy, AgentContext } from "./agent_context.ts";
+import type { AbortWhy, AgentContext } from "../agent/context.ts";
 import type { PendingQuery } from "./queue.ts";
-import type { Session } from "./session.ts";
-import { UpstreamError } from "./upstream.ts";
-import { sleep } from "./backoff.ts";
+import type { Session } from "../session/session.ts";
+import { UpstreamError } from "../model/openrouter.ts";
+import { sleep } from "../platform/backoff.ts";
 
 /** How often a paused generation checks whether its client has caught up. */
 const DRAIN_POLL_MS = 10;

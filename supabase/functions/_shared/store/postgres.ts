@@ -11,8 +11,8 @@
  * @module
  */
 import postgres from "postgres";
-import type { ChatMessage } from "./upstream.ts";
-import type { Logger } from "./log.ts";
+import type { ChatMessage } from "../model/openrouter.ts";
+import type { Logger } from "../platform/log.ts";
 import {
   type ReplayResult,
   type SessionRecord,

@@ -6,12 +6,9 @@
  * @module
  */
 import { z } from "zod";
+import type { ErrorCode } from "./codes.ts";
 
-/** The protocol version announced in the `connected` notification. */
-export const PROTOCOL_VERSION = 1;
-
-/** The subprotocol a client may offer; the server selects it when offered. */
-export const SUBPROTOCOL = "agent-websocket.v1";
+export { ERROR_CODES, type ErrorCode, PROTOCOL_VERSION, SUBPROTOCOL } from "./codes.ts";
 
 /**
  * The subprotocols a client offered in its handshake.
@@ -24,35 +21,6 @@ export const SUBPROTOCOL = "agent-websocket.v1";
 export function offeredSubprotocols(req: Request): string[] {
   return (req.headers.get("sec-websocket-protocol") ?? "").split(",").map((p) => p.trim());
 }
-
-/** Every error code a server may send. Clients switch on these, never on messages. */
-export const ERROR_CODES = [
-  "invalid_json",
-  "invalid_message",
-  "content_required",
-  "unsupported_frame",
-  "message_too_large",
-  "unknown_command",
-  "rate_limited",
-  "queue_full",
-  "not_found",
-  "resume_gap",
-  "unauthorized",
-  "too_many_connections",
-  "slow_consumer",
-  "interrupted",
-  "not_configured",
-  "model_not_allowed",
-  "upstream_error",
-  "upstream_timeout",
-  "upstream_rate_limited",
-  "upstream_unavailable",
-  "insufficient_credits",
-  "internal_error",
-] as const;
-
-/** One of {@linkcode ERROR_CODES}. */
-export type ErrorCode = (typeof ERROR_CODES)[number];
 
 const id = z.string().min(1).max(128);
 

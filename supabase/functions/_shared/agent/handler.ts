@@ -18,23 +18,23 @@ import {
   notificationFrame,
   sayTakenOver,
   sendSocketFrame,
-} from "./agent_context.ts";
-import { parseClientFrame, PROTOCOL_VERSION, type QueryFrame } from "./protocol.ts";
-import { Session } from "./session.ts";
-import type { SweepReason } from "./sessions.ts";
-import type { PendingQuery } from "./queue.ts";
-import type { AuthUser } from "./auth.ts";
+} from "./context.ts";
+import { parseClientFrame, PROTOCOL_VERSION, type QueryFrame } from "../protocol/frames.ts";
+import { Session } from "../session/session.ts";
+import type { SweepReason } from "../session/registry.ts";
+import type { PendingQuery } from "../turn/queue.ts";
+import type { AuthUser } from "../platform/auth.ts";
 import {
   collectReplay,
   parseResumeRequest,
   type ReplayPlan,
   type ResumeRequest,
-} from "./resume.ts";
-import { createGenerator } from "./generation.ts";
+} from "../session/resume.ts";
+import { createGenerator } from "../turn/generation.ts";
 import { createCommands } from "./commands.ts";
-import { createTakeover } from "./takeover.ts";
+import { createTakeover } from "../session/takeover.ts";
 
-export { type AgentDeps, CLOSE } from "./agent_context.ts";
+export { type AgentDeps, CLOSE } from "./context.ts";
 
 /** One socket's view: the session it speaks for once that is known. */
 export interface Connection {

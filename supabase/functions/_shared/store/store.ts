@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { ChatMessage } from "./upstream.ts";
+import type { ChatMessage } from "../model/openrouter.ts";
 
 /** One emitted frame, already serialised: it is sent and replayed byte for byte. */
 export interface StoredFrame {

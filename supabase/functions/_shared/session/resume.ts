@@ -5,7 +5,7 @@
  * @module
  */
 import type { Session } from "./session.ts";
-import type { StoredFrame } from "./store.ts";
+import type { StoredFrame } from "../store/store.ts";
 
 /** Where a client asked to resume: from the connect URL's query string. */
 export interface ResumeRequest {

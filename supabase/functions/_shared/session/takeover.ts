@@ -5,11 +5,11 @@
  *
  * @module
  */
-import { type AgentContext, notificationFrame, sayTakenOver } from "./agent_context.ts";
-import type { BusMessage } from "./bus.ts";
+import { type AgentContext, notificationFrame, sayTakenOver } from "../agent/context.ts";
+import type { BusMessage } from "../store/bus.ts";
 import type { ResumeRequest } from "./resume.ts";
 import { Session } from "./session.ts";
-import { sleep } from "./backoff.ts";
+import { sleep } from "../platform/backoff.ts";
 
 /** How long a process waits for another to let go of a session it still holds. */
 const RELEASE_WAIT_MS = 2000;

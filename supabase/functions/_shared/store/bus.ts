@@ -8,7 +8,7 @@
  */
 import type postgres from "postgres";
 import { z } from "zod";
-import { JsonObject } from "./protocol.ts";
+import { JsonObject } from "../protocol/frames.ts";
 
 /** The channel every process listens on. */
 export const CHANNEL = "agent_websocket";

@@ -5,25 +5,25 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
-import { createLogger, type Logger, type LogSink } from "./log.ts";
-import { MemoryStore, type SessionStore } from "./store.ts";
-import { createUpstreamClient, type UpstreamClient } from "./upstream.ts";
-import { SessionRegistry } from "./sessions.ts";
-import { type AgentHandler, CLOSE, createAgentHandler } from "./handler.ts";
-import { JsonObject, offeredSubprotocols, SUBPROTOCOL } from "./protocol.ts";
-import { closeQuietly, sendSocketFrame } from "./agent_context.ts";
-import { keepAliveUntil } from "./edge_runtime.ts";
+import type { Config } from "../platform/config.ts";
+import { createLogger, type Logger, type LogSink } from "../platform/log.ts";
+import { MemoryStore, type SessionStore } from "../store/store.ts";
+import { createUpstreamClient, type UpstreamClient } from "../model/openrouter.ts";
+import { SessionRegistry } from "../session/registry.ts";
+import { type AgentHandler, CLOSE, createAgentHandler } from "../agent/handler.ts";
+import { JsonObject, offeredSubprotocols, SUBPROTOCOL } from "../protocol/frames.ts";
+import { closeQuietly, sendSocketFrame } from "../agent/context.ts";
+import { keepAliveUntil } from "../platform/edge_runtime.ts";
 import {
   type AuthUser,
   createSupabaseVerifier,
   tokenFromRequest,
   upstreamUserId,
   type Verifier,
-} from "./auth.ts";
-import { UserLimits } from "./limits.ts";
-import { PostgresStore } from "./postgres_store.ts";
-import { createPgBus } from "./bus.ts";
+} from "../platform/auth.ts";
+import { UserLimits } from "../platform/limits.ts";
+import { PostgresStore } from "../store/postgres.ts";
+import { createPgBus } from "../store/bus.ts";
 import { z } from "zod";
 
 /** The version reported by the health route. */

@@ -13,10 +13,8 @@
  */
 import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import { jwtVerify } from "jose";
-import { offeredSubprotocols } from "./protocol.ts";
-
-/** The prefix of the subprotocol that carries a token. */
-export const TOKEN_SUBPROTOCOL_PREFIX = "jwt-";
+import { offeredSubprotocols } from "../protocol/frames.ts";
+import { TOKEN_SUBPROTOCOL_PREFIX } from "../protocol/codes.ts";
 
 /** Who a verified token belongs to. */
 export interface AuthUser {

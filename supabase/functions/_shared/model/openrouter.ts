@@ -6,12 +6,12 @@
  *
  * @module
  */
-import type { Config } from "./config.ts";
-import type { ErrorCode, Usage } from "./protocol.ts";
-import type { Logger } from "./log.ts";
-import { fullJitterDelay, parseRetryAfter, sleep } from "./backoff.ts";
+import type { Config } from "../platform/config.ts";
+import type { ErrorCode, Usage } from "../protocol/frames.ts";
+import type { Logger } from "../platform/log.ts";
+import { fullJitterDelay, parseRetryAfter, sleep } from "../platform/backoff.ts";
 import { readSse } from "./sse.ts";
-import { linkSignals } from "./signals.ts";
+import { linkSignals } from "../platform/signals.ts";
 
 /** One chat message as the upstream API takes it. */
 export interface ChatMessage {

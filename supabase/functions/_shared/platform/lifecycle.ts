@@ -5,7 +5,7 @@
  * @module
  */
 import type { Logger } from "./log.ts";
-import type { RunningServer } from "./server.ts";
+import type { RunningServer } from "../http/app.ts";
 
 /**
  * Prints every configuration problem at once and exits with status 1.

@@ -5,10 +5,10 @@
  *
  * @module
  */
-import type { AbortWhy, AgentContext } from "./agent_context.ts";
-import { COMMAND_NAMES, type CommandFrame, type FeedbackFrame } from "./protocol.ts";
-import type { Session } from "./session.ts";
-import type { Generator } from "./generation.ts";
+import type { AbortWhy, AgentContext } from "./context.ts";
+import { COMMAND_NAMES, type CommandFrame, type FeedbackFrame } from "../protocol/frames.ts";
+import type { Session } from "../session/session.ts";
+import type { Generator } from "../turn/generation.ts";
 
 /** Handles commands and feedback; see {@linkcode createCommands}. */
 export interface Commands {
