@@ -22,7 +22,7 @@ Deno.test("a dropped socket resumes inside the window: every frame once, the ans
     const lastSeq = client.frames.at(-1)!.seq;
     // Let the generation run on while detached, then come back.
     await eventually(
-      () => stack.server.app.sessions.get(connected.session_id)?.inFlight === null,
+      () => stack.server.app.sessions.get(connected.session_id)?.turns.inFlight === null,
       "answer finished while away",
     );
     const again = await TestClient.connect(

@@ -26,10 +26,10 @@ Deno.test("a client that stops reading pauses the upstream and loses nothing whe
       "send queue to fill",
       10_000,
     );
-    let held = session.inFlight!.content.length;
+    let held = session.turns.inFlight!.content.length;
     await eventually(
       () => {
-        const now = session.inFlight!.content.length;
+        const now = session.turns.inFlight!.content.length;
         const still = now === held;
         held = now;
         return still;

@@ -36,7 +36,7 @@ import {
 } from "./helpers.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
 import { MemoryStore, type StoredFrame } from "../supabase/functions/_shared/store/store.ts";
-import type { ChatMessage } from "../supabase/functions/_shared/model/openrouter.ts";
+import type { ChatMessage } from "../supabase/functions/_shared/model/model.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
 
 const LONG = Deno.env.get("SOAK") === "long";

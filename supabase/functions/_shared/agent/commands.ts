@@ -1,115 +1,130 @@
 /**
- * Control frames: the v1 commands (`cancel`, `reset`, `history`, `stats`) and
- * feedback. Each is answered at once with a notification or one error; none
- * waits behind a generation.
+ * Commands: the built-in ones (`cancel`, `reset`, `history`, `stats`) and the
+ * deployer's, in one registry, so `unknown_command` lists them all. Each is
+ * answered at once with a notification carrying the command's `id`, or one
+ * error; none waits behind a query. Feedback is answered here too.
  *
  * @module
  */
-import type { AbortWhy, AgentContext } from "./context.ts";
-import { COMMAND_NAMES, type CommandFrame, type FeedbackFrame } from "../protocol/frames.ts";
+import type { CommandFrame, FeedbackFrame } from "../protocol/frames.ts";
+import { AgentError } from "../protocol/errors.ts";
+import type { Logger } from "../platform/log.ts";
 import type { Session } from "../session/session.ts";
-import type { Generator } from "../turn/generation.ts";
+import type { CommandContext, CommandHandler } from "./definition.ts";
 
-/** Handles commands and feedback; see {@linkcode createCommands}. */
+/** The names of the commands every agent has. */
+export const BUILTIN_COMMANDS = ["cancel", "reset", "history", "stats"] as const;
+
+type Run = (session: Session, frame: CommandFrame) => void | Promise<void>;
+
+/** Runs commands and feedback; see {@linkcode createCommands}. */
 export interface Commands {
+  /** Every command name, built-in first. */
+  readonly names: string[];
+  /** Runs a command; throws an `AgentError` for the client. */
   command(session: Session, frame: CommandFrame): Promise<void>;
   feedback(session: Session, frame: FeedbackFrame): void;
 }
 
 /**
  * @example
- * ```ts
- * const commands = createCommands(ctx, generator);
+ * ```ts ignore
+ * const commands = createCommands({ log, own: { ping2: () => ({ content: "pong" }) }, contextFor });
  * await commands.command(session, { type: "command", name: "stats" });
  * ```
  */
-export function createCommands(ctx: AgentContext, generator: Generator): Commands {
-  const { store, log, fail, answered } = ctx;
-
-  function cancel(session: Session, frame: CommandFrame): void {
-    const target = typeof frame.args?.id === "string" ? frame.args.id : session.inFlight?.id;
-    if (!target || !session.knows(target)) {
-      return fail(session, "not_found", "No query with that id is running or waiting", {
+export function createCommands(deps: {
+  log: Logger;
+  own: Record<string, CommandHandler>;
+  contextFor(session: Session, commandId?: string): CommandContext;
+}): Commands {
+  const { log } = deps;
+  const builtin: Record<(typeof BUILTIN_COMMANDS)[number], Run> = {
+    cancel(session, frame) {
+      const id = typeof frame.args?.id === "string" ? frame.args.id : undefined;
+      session.turns.cancel(id, (target) =>
+        session.emit({
+          type: "notification",
+          event: "cancelled",
+          content: `Cancelling query ${target}`,
+          id: frame.id,
+          query_id: target,
+        }));
+    },
+    async reset(session, frame) {
+      await session.store.clearHistory(session.id);
+      session.emit({
+        type: "notification",
+        event: "reset",
+        content: "Conversation history cleared",
         id: frame.id,
       });
+    },
+    async history(session, frame) {
+      const messages = await session.store.history(session.id);
+      session.emit({
+        type: "notification",
+        event: "history",
+        content: `${messages.length} messages`,
+        id: frame.id,
+        messages,
+      });
+    },
+    stats(session, frame) {
+      const c = session.counters;
+      session.emit({
+        type: "notification",
+        event: "stats",
+        content: "Session statistics",
+        id: frame.id,
+        session_id: session.id,
+        queries: c.queries,
+        responses: c.responses,
+        errors: c.errors,
+        cancelled: c.cancelled,
+        completion_tokens: c.completionTokens,
+        queued: session.turns.waiting,
+        in_flight: session.turns.inFlight?.id ?? null,
+        feedback: session.feedback.length,
+        age_s: Math.round((Date.now() - session.createdAt) / 1000),
+      });
+    },
+  };
+  const registry = new Map<string, Run>(Object.entries(builtin));
+  for (const [name, handler] of Object.entries(deps.own)) {
+    if (registry.has(name)) throw new Error(`Command "${name}" is built in; pick another name`);
+    if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(name)) {
+      throw new Error(`Command name "${name}" must be 1-64 of [A-Za-z0-9_.:-]`);
     }
-    session.emit({
-      type: "notification",
-      event: "cancelled",
-      content: `Cancelling query ${target}`,
-      id: frame.id,
-      query_id: target,
-    });
-    const waiting = session.queue.remove(target);
-    if (waiting) {
-      generator.endCancelled(session, waiting, "");
-      session.syncOpenQueries();
-    } else {
-      // The generation ends itself with the partial text once the abort lands.
-      session.inFlight?.controller.abort("cancel" satisfies AbortWhy);
-    }
-  }
-
-  function stats(session: Session, frame: CommandFrame): void {
-    const c = session.counters;
-    session.emit({
-      type: "notification",
-      event: "stats",
-      content: "Session statistics",
-      id: frame.id,
-      session_id: session.id,
-      queries: c.queries,
-      responses: c.responses,
-      errors: c.errors,
-      cancelled: c.cancelled,
-      completion_tokens: c.completionTokens,
-      queued: session.queue.size,
-      in_flight: session.inFlight?.id ?? null,
-      feedback: session.feedback.length,
-      age_s: Math.round((Date.now() - session.createdAt) / 1000),
+    registry.set(name, async (session, frame) => {
+      const result = await handler(frame.args ?? {}, deps.contextFor(session, frame.id));
+      const { event, content, ...rest } = result ?? {};
+      session.emit({
+        ...rest,
+        type: "notification",
+        event: typeof event === "string" && event !== "" ? event : name,
+        content: typeof content === "string" ? content : "",
+        id: frame.id,
+      });
     });
   }
+  const names = [...registry.keys()];
 
   return {
+    names,
     async command(session, frame) {
-      switch (frame.name as (typeof COMMAND_NAMES)[number]) {
-        case "cancel":
-          return cancel(session, frame);
-        case "reset":
-          await store.clearHistory(session.id);
-          session.emit({
-            type: "notification",
-            event: "reset",
-            content: "Conversation history cleared",
-            id: frame.id,
-          });
-          return;
-        case "history": {
-          const messages = await store.history(session.id);
-          session.emit({
-            type: "notification",
-            event: "history",
-            content: `${messages.length} messages`,
-            id: frame.id,
-            messages,
-          });
-          return;
-        }
-        case "stats":
-          return stats(session, frame);
-        default:
-          return fail(session, "unknown_command", `Unknown command: ${frame.name}`, {
-            id: frame.id,
-            issues: [{ path: "name", message: `Known: ${COMMAND_NAMES.join(", ")}` }],
-          });
+      const run = registry.get(frame.name);
+      if (!run) {
+        throw new AgentError("unknown_command", `Unknown command: ${frame.name}`, {
+          issues: [{ path: "name", message: `Known: ${names.join(", ")}` }],
+        });
       }
+      await run(session, frame);
     },
 
     feedback(session, frame) {
-      if (!answered.has(session, frame.id)) {
-        return fail(session, "not_found", "No response with that id in this session", {
-          id: frame.id,
-        });
+      if (!session.turns.answered(frame.id)) {
+        throw new AgentError("not_found", "No response with that id in this session");
       }
       session.feedback.push({
         id: frame.id,

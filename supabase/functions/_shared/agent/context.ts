@@ -1,141 +1,115 @@
 /**
- * What the agent's parts share: their dependencies, the close codes, and the
- * few socket helpers every part needs. The handler builds one context; the
- * generation loop, the commands and the takeover between processes use it.
+ * The context every hook, command and tool gets: who the user is (with all
+ * their claims), the session and its state, a logger, a way to send a frame
+ * of one's own, and a Supabase client that acts as the user.
  *
  * @module
  */
+import { createClient, type SupabaseClient } from "@supabase/supabase-js";
 import type { Config } from "../platform/config.ts";
 import type { Logger } from "../platform/log.ts";
-import type { ErrorBody, ErrorCode, OutgoingFrame } from "../protocol/frames.ts";
 import type { Session } from "../session/session.ts";
-import type { SessionRegistry } from "../session/registry.ts";
-import type { SessionStore } from "../store/store.ts";
-import type { UpstreamClient } from "../model/openrouter.ts";
-import type { UserLimits } from "../platform/limits.ts";
-import type { Bus } from "../store/bus.ts";
-import { CLOSE } from "../protocol/codes.ts";
+import { notificationFrame } from "../session/socket.ts";
+import type { InFlight } from "../turn/turns.ts";
+import type {
+  AgentContext,
+  AgentUser,
+  CommandContext,
+  ConnectContext,
+  TurnContext,
+} from "./definition.ts";
 
-export { CLOSE } from "../protocol/codes.ts";
-
-/** Why a generation was aborted by us (the abort reason). */
-export type AbortWhy = "cancel" | "closed" | "released" | "slow_consumer";
-
-/** Everything the agent needs, injected so tests run it for real. */
-export interface AgentDeps {
-  config: Config;
-  log: Logger;
-  store: SessionStore;
-  upstream: UpstreamClient;
-  sessions: SessionRegistry;
-  limits: UserLimits;
-  /** Messages between processes; absent when sessions live in memory only. */
-  bus?: Bus;
-  /** This process's id on the bus. */
-  instance?: string;
-}
-
-/** The dependencies plus what the parts share at run time. */
-export interface AgentContext extends AgentDeps {
-  instance: string;
-  /** Emits an error frame and counts it. */
-  fail(session: Session, code: ErrorCode, message: string, extra?: Partial<ErrorBody>): void;
-  answered: AnsweredIds;
-}
-
-/** Keeps feedback answerable for recent responses without growing forever. */
-const ANSWERED_IDS_KEPT = 1000;
+/** Supabase clients acting as a user, one per access token, made on first use. */
+const asUserClients = new WeakMap<Session, { token: string; client: SupabaseClient }>();
 
 /**
- * The ids of the queries a session answered, so feedback can name only those.
+ * A Supabase client that sends the user's own access token, so Row Level
+ * Security applies to everything it reads and writes. Null without auth or
+ * without `SUPABASE_URL` + `SUPABASE_ANON_KEY`.
  *
  * @example
- * ```ts
- * const answered = new AnsweredIds();
- * answered.mark(session, "q1");
- * answered.has(session, "q1"); // true
+ * ```ts ignore
+ * const db = supabaseAsUser(config, token);
+ * const { data } = await db!.from("notes").select("*");
  * ```
  */
-export class AnsweredIds {
-  readonly #ids = new WeakMap<Session, Set<string>>();
-
-  mark(session: Session, id: string): void {
-    let ids = this.#ids.get(session);
-    if (!ids) this.#ids.set(session, ids = new Set());
-    ids.add(id);
-    if (ids.size > ANSWERED_IDS_KEPT) ids.delete(ids.values().next().value!);
-  }
-
-  has(session: Session, id: string): boolean {
-    return this.#ids.get(session)?.has(id) ?? false;
-  }
-}
-
-/**
- * Sends a frame that belongs to this socket, not to the session's sequence
- * (`seq: 0`, never replayed).
- *
- * @example
- * ```ts
- * sendSocketFrame(ws, { type: "notification", event: "resumed", content: "…" });
- * ```
- */
-export function sendSocketFrame(socket: WebSocket, frame: Record<string, unknown>): void {
-  try {
-    socket.send(JSON.stringify({ ...frame, seq: 0, timestamp: new Date().toISOString() }));
-  } catch {
-    // The socket is already gone.
-  }
-}
-
-/**
- * Closes a socket, ignoring one that is already closing.
- *
- * @example
- * ```ts
- * closeQuietly(session.socket, CLOSE.normal, "Session timeout");
- * ```
- */
-export function closeQuietly(socket: WebSocket | null, code: number, reason: string): void {
-  try {
-    socket?.close(code, reason);
-  } catch {
-    // Already closing.
-  }
-}
-
-/**
- * A notification from another function (POST /notify): the sender's `data`
- * fields ride along, but cannot replace the frame's own fields.
- *
- * @example
- * ```ts
- * session.emit(notificationFrame("job_done", "Your report is ready", { job: 7 }));
- * ```
- */
-export function notificationFrame(
-  event: string,
-  content: string,
-  data: Record<string, unknown> = {},
-): OutgoingFrame {
-  const { type: _type, seq: _seq, timestamp: _timestamp, ...extra } = data;
-  return { ...extra, type: "notification", event, content };
-}
-
-/**
- * Tells a socket that another connection took its session, and closes it 4002.
- *
- * @example
- * ```ts
- * sayTakenOver(previousSocket, session.id);
- * ```
- */
-export function sayTakenOver(socket: WebSocket, sessionId: string): void {
-  sendSocketFrame(socket, {
-    type: "notification",
-    event: "session_taken_over",
-    content: "Another connection resumed this session",
-    session_id: sessionId,
+export function supabaseAsUser(config: Config, token: string | null): SupabaseClient | null {
+  if (!config.supabase || !token) return null;
+  return createClient(config.supabase.url, config.supabase.anonKey, {
+    global: { headers: { Authorization: `Bearer ${token}` } },
+    auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
   });
-  closeQuietly(socket, CLOSE.takenOver, "Session taken over");
+}
+
+/** Builds contexts; see {@linkcode createContexts}. */
+export interface Contexts {
+  forSession(session: Session): AgentContext;
+  forTurn(session: Session, turn: InFlight): TurnContext;
+  forCommand(session: Session, commandId?: string): CommandContext;
+  forConnect(
+    conn: { user: AgentUser | null; token: string | null; state: Record<string, unknown> },
+    url: URL,
+    resuming: boolean,
+  ): ConnectContext;
+}
+
+/**
+ * @example
+ * ```ts ignore
+ * const contexts = createContexts(config, log);
+ * const ctx = contexts.forTurn(session, turn);
+ * ```
+ */
+export function createContexts(config: Config, log: Logger): Contexts {
+  function supabaseFor(session: Session): SupabaseClient | null {
+    const token = session.token;
+    if (!token || !config.supabase) return null;
+    const cached = asUserClients.get(session);
+    if (cached && cached.token === token) return cached.client;
+    const client = supabaseAsUser(config, token)!;
+    asUserClients.set(session, { token, client });
+    return client;
+  }
+
+  function forSession(session: Session): AgentContext {
+    return {
+      user: session.user,
+      session: { id: session.id },
+      state: session.state,
+      log,
+      get supabase() {
+        return supabaseFor(session);
+      },
+      notify: (event, content, data) => session.emit(notificationFrame(event, content, data)),
+    };
+  }
+
+  return {
+    forSession,
+    forTurn(session, turn) {
+      const q = turn.query;
+      return Object.assign(forSession(session), {
+        query: { id: q.id, content: q.content, metadata: q.metadata, model: q.model },
+        signal: turn.signal,
+      });
+    },
+    forCommand(session, commandId) {
+      return Object.assign(forSession(session), { commandId });
+    },
+    forConnect(conn, url, resuming) {
+      let client: SupabaseClient | null | undefined;
+      return {
+        user: conn.user,
+        state: conn.state,
+        log,
+        get supabase() {
+          return client === undefined ? client = supabaseAsUser(config, conn.token) : client;
+        },
+        // Before the session exists there is nowhere to send a frame; it is dropped.
+        notify: () => {},
+        url,
+        resuming,
+      };
+    },
+  };
 }

@@ -1,50 +1,59 @@
 /**
- * Server wiring: one `Deno.serve` handler that answers health checks,
- * refuses plain HTTP, and upgrades WebSockets into agent sessions. The same
- * code path runs under the Supabase edge runtime and plain `deno run`.
+ * The HTTP side: one `Deno.serve` handler that answers health checks and the
+ * notify route, refuses plain HTTP, and upgrades WebSockets — through the
+ * upgrade steps (origin → capacity → auth → per-user limit) — into agent
+ * sessions. The same code path runs under the Supabase edge runtime and plain
+ * `deno run`.
  *
  * @module
  */
 import type { Config } from "../platform/config.ts";
 import { createLogger, type Logger, type LogSink } from "../platform/log.ts";
-import { MemoryStore, type SessionStore } from "../store/store.ts";
-import { createUpstreamClient, type UpstreamClient } from "../model/openrouter.ts";
-import { SessionRegistry } from "../session/registry.ts";
-import { type AgentHandler, CLOSE, createAgentHandler } from "../agent/handler.ts";
-import { JsonObject, offeredSubprotocols, SUBPROTOCOL } from "../protocol/frames.ts";
-import { closeQuietly, sendSocketFrame } from "../agent/context.ts";
-import { keepAliveUntil } from "../platform/edge_runtime.ts";
-import {
-  type AuthUser,
-  createSupabaseVerifier,
-  tokenFromRequest,
-  upstreamUserId,
-  type Verifier,
-} from "../platform/auth.ts";
+import { createSupabaseVerifier, type Verifier } from "../platform/auth.ts";
 import { UserLimits } from "../platform/limits.ts";
+import { keepAliveUntil } from "../platform/edge_runtime.ts";
+import { MemoryStore, type SessionStore } from "../store/store.ts";
 import { PostgresStore } from "../store/postgres.ts";
-import { createPgBus } from "../store/bus.ts";
-import { z } from "zod";
+import { SessionRegistry } from "../session/registry.ts";
+import { CLOSE } from "../protocol/codes.ts";
+import type { AgentDefinition } from "../agent/definition.ts";
+import { type AgentRuntime, createRuntime } from "../agent/runtime.ts";
+import { createOpenRouter } from "../model/openrouter.ts";
+import type { ModelBackend } from "../model/model.ts";
+import {
+  acceptSocket,
+  authenticate,
+  checkCapacity,
+  checkOrigin,
+  limitPerUser,
+  release,
+  runSteps,
+  type Upgrade,
+  type UpgradeStep,
+} from "./upgrade.ts";
+import { notifyRoute } from "./notify.ts";
+import { json } from "./respond.ts";
 
 /** The version reported by the health route. */
-export const VERSION = "1.0.0";
+export const VERSION = "1.1.0";
 
 /** How long shutdown waits for clients to acknowledge their close frames. */
 const CLOSE_GRACE_MS = 2000;
 
 /** Optional replacements for the default collaborators. */
 export interface AppOptions {
+  /** Your agent (see agent/definition.ts); default: the stock agent, configured by env. */
+  agent?: AgentDefinition;
   /** Where log lines go (default: stdout). Secrets are redacted before they get here. */
   logSink?: LogSink;
   store?: SessionStore;
-  upstream?: UpstreamClient;
   verifier?: Verifier;
 }
 
 /** A request handler plus the state behind it. */
 export interface App {
   fetch(req: Request): Promise<Response>;
-  agent: AgentHandler;
+  runtime: AgentRuntime;
   sessions: SessionRegistry;
   log: Logger;
   /**
@@ -54,29 +63,10 @@ export interface App {
   close(reason?: string): Promise<void>;
 }
 
-/** The body of POST …/notify. */
-const NotifyBody = z.object({
-  session_id: z.string().min(1).max(128),
-  event: z.string().min(1).max(64).default("message"),
-  content: z.string().max(4000),
-  data: JsonObject.optional()
-    .refine((d) => d === undefined || JSON.stringify(d).length <= 3000, "data is too large"),
-});
-
-/** Compares secrets in time independent of where they differ. */
-function timingSafeEqual(a: string, b: string): boolean {
-  const x = new TextEncoder().encode(a);
-  const y = new TextEncoder().encode(b);
-  let diff = x.length ^ y.length;
-  for (let i = 0; i < Math.max(x.length, y.length); i++) diff |= (x[i] ?? 0) ^ (y[i] ?? 0);
-  return diff === 0;
-}
-
-function json(body: unknown, status = 200): Response {
-  return new Response(JSON.stringify(body), {
-    status,
-    headers: { "content-type": "application/json" },
-  });
+function resolveModel(agent: AgentDefinition, config: Config, log: Logger): ModelBackend {
+  const m = agent.model;
+  if (m === undefined) return createOpenRouter(config, log);
+  return typeof m === "function" ? m({ config, log }) : m;
 }
 
 /**
@@ -84,8 +74,8 @@ function json(body: unknown, status = 200): Response {
  * `Deno.serve` (or called directly).
  *
  * @example
- * ```ts
- * const app = createApp(config);
+ * ```ts ignore
+ * const app = createApp(config, { agent: { system: "You are terse." } });
  * Deno.serve({ port: 8000 }, app.fetch);
  * ```
  */
@@ -104,7 +94,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   };
   // A holder is taken for dead after three missed sweeps (it renews once per sweep).
   const leaseMs = Math.max(1000, 3 * config.sweepIntervalMs);
-  const store = opts.store ?? (config.postgres
+  const store: SessionStore = opts.store ?? (config.postgres
     ? new PostgresStore({
       ...config.postgres,
       limits: storeLimits,
@@ -114,8 +104,6 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       log,
     })
     : new MemoryStore(storeLimits));
-  const bus = store instanceof PostgresStore ? createPgBus(store.sql) : undefined;
-  const upstream = opts.upstream ?? createUpstreamClient(config, log);
   const sessions = new SessionRegistry();
   const limits = new UserLimits({
     perUser: config.maxConnectionsPerUser,
@@ -123,86 +111,48 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     burst: config.rateLimitBurst,
   });
   const verifier = opts.verifier ?? (config.auth ? createSupabaseVerifier(config.auth) : null);
-  const agent = createAgentHandler({
+  const agent = opts.agent ?? {};
+  const runtime = createRuntime({
     config,
     log,
     store,
-    upstream,
+    bus: store.bus,
     sessions,
     limits,
-    bus,
     instance,
+    agent,
+    model: resolveModel(agent, config, log),
   });
-  const stopSweeper = agent.startSweeper();
+  const stopSweeper = runtime.startSweeper();
   const startedAt = performance.now();
   const openSockets = new Set<Promise<void>>();
-
-  function accept(req: Request) {
-    // The token subprotocol is never selected: echoing it would put it in responses.
-    return Deno.upgradeWebSocket(req, {
-      protocol: offeredSubprotocols(req).includes(SUBPROTOCOL) ? SUBPROTOCOL : undefined,
-      idleTimeout: config.heartbeatSeconds,
-    });
-  }
-
-  /**
-   * Refuses after the upgrade: browsers cannot read an HTTP status from a
-   * failed handshake, but they can read a close code, and the SDK stops
-   * retrying on 4001 / 4029. No session is created.
-   */
-  function refuse(req: Request, code: number, error: string, message: string): Response {
-    const { socket, response } = accept(req);
-    socket.addEventListener("open", () => {
-      sendSocketFrame(socket, { type: "error", code: error, message, retryable: false });
-      closeQuietly(
-        socket,
-        code,
-        error === "unauthorized" ? "Unauthorized" : "Too many connections",
-      );
-    });
-    return response;
-  }
-
-  /** POST …/notify: another function sends a notification to a session. */
-  async function notify(req: Request): Promise<Response> {
-    const secret = config.notifySecret;
-    if (!secret) return json({ error: "The notify route is off: set NOTIFY_SECRET" }, 404);
-    if (!timingSafeEqual(req.headers.get("authorization") ?? "", `Bearer ${secret}`)) {
-      return json({ error: "unauthorized" }, 401);
-    }
-    let body: unknown;
-    try {
-      body = await req.json();
-    } catch {
-      return json({ error: "Body must be JSON" }, 400);
-    }
-    const parsed = NotifyBody.safeParse(body);
-    if (!parsed.success) {
-      return json({
-        error: "invalid_body",
-        issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
-      }, 400);
-    }
-    const { session_id, event, content, data } = parsed.data;
-    const outcome = await agent.notify(session_id, { event, content, data });
-    if (outcome === "not_found") return json({ error: "not_found" }, 404);
-    return json({ delivered: outcome }, outcome === "delivered" ? 200 : 202);
-  }
-
-  function upgrade(req: Request, who?: { user: AuthUser; upstreamUser: string }): Response {
-    const { socket, response } = accept(req);
-    const conn = agent.onConnect(socket, new URL(req.url), who);
-    if (who) {
-      socket.addEventListener("close", () => limits.release(who.user.id), { once: true });
-    }
-    const closed = new Promise<void>((resolve) =>
-      socket.addEventListener("close", () => resolve())
+  const open = { count: 0 };
+  const idle = config.heartbeatSeconds;
+  const steps: UpgradeStep[] = [
+    checkOrigin(config.allowedOrigins, log),
+    checkCapacity(open, config.maxConnections, log),
+  ];
+  if (verifier) {
+    steps.push(
+      authenticate(verifier, idle, log),
+      limitPerUser(limits, config.maxConnectionsPerUser, idle, log),
     );
+  }
+  const notify = notifyRoute(config.notifySecret, runtime);
+
+  /** Wires an accepted socket to the runtime; every slot is given back when it ends. */
+  function upgrade(u: Upgrade): Response {
+    const { socket, response } = acceptSocket(u.req, idle);
+    const conn = runtime.onConnect(socket, new URL(u.req.url), u.identity);
+    const closed = new Promise<void>((resolve) =>
+      socket.addEventListener("close", () => resolve(), { once: true })
+    );
+    closed.then(() => release(u));
     openSockets.add(closed);
     closed.then(() => openSockets.delete(closed));
     keepAliveUntil(closed);
     socket.addEventListener("open", () => {
-      agent.onOpen(conn).catch((err) => {
+      runtime.onOpen(conn).catch((err) => {
         log.error("open_failed", { err: String(err) });
         try {
           socket.close(CLOSE.internal, "Internal error");
@@ -213,20 +163,14 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     });
     socket.addEventListener("message", (e) => {
       try {
-        agent.onMessage(conn, e.data);
+        runtime.onMessage(conn, e.data);
       } catch (err) {
-        // The handler answers bad input itself; this is the net for our own bugs.
+        // The runtime answers bad input itself; this is the net for our own bugs.
         log.error("message_handler_crashed", { session: conn.session?.id, err: String(err) });
-        conn.session?.emit({
-          type: "error",
-          code: "internal_error",
-          message: "The server failed to handle that frame",
-          retryable: true,
-        });
       }
     });
-    socket.addEventListener("close", (e) => agent.onClose(conn, e.code, e.reason));
-    socket.addEventListener("error", (e) => agent.onError(conn, e));
+    socket.addEventListener("close", (e) => runtime.onClose(conn, e.code, e.reason));
+    socket.addEventListener("error", (e) => runtime.onError(conn, e));
     return response;
   }
 
@@ -247,60 +191,23 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
         return new Response("Expected WebSocket request", { status: 400 });
       }
-      const origin = req.headers.get("origin");
-      if (origin && config.allowedOrigins.length > 0 && !config.allowedOrigins.includes(origin)) {
-        log.info("origin_refused", { origin: origin.slice(0, 200) });
-        return new Response("Origin not allowed", { status: 403 });
-      }
-      if (openSockets.size >= config.maxConnections) {
-        log.warn("connection_limit", { open: openSockets.size });
-        return new Response("Too many connections", {
-          status: 503,
-          headers: { "retry-after": "5" },
-        });
-      }
+      const u: Upgrade = { req, cleanups: [] };
       try {
-        if (!verifier) return upgrade(req);
-        const token = tokenFromRequest(req);
-        const result = token
-          ? await verifier.verify(token)
-          : { ok: false as const, reason: "no_token" };
-        if (!result.ok) {
-          log.info("auth_refused", { reason: result.reason });
-          return refuse(
-            req,
-            CLOSE.unauthorized,
-            "unauthorized",
-            "A valid Supabase access token is required",
-          );
-        }
-        const upstreamUser = await upstreamUserId(result.user.id);
-        if (!limits.acquire(result.user.id)) {
-          log.info("user_connection_limit", { user: upstreamUser });
-          return refuse(
-            req,
-            CLOSE.tooManyConnections,
-            "too_many_connections",
-            `At most ${config.maxConnectionsPerUser} connections per user`,
-          );
-        }
-        try {
-          return upgrade(req, { user: result.user, upstreamUser });
-        } catch (err) {
-          limits.release(result.user.id);
-          throw err;
-        }
+        const refused = await runSteps(steps, u);
+        if (refused) return refused;
+        return upgrade(u);
       } catch (err) {
+        release(u);
         log.warn("upgrade_failed", { err: String(err) });
         return new Response("Invalid WebSocket upgrade request", { status: 400 });
       }
     },
-    agent,
+    runtime,
     sessions,
     log,
     async close(reason = "server_stopping") {
       stopSweeper();
-      agent.shutdown(reason);
+      runtime.shutdown(reason);
       // Give close frames a moment to reach clients before listeners go away.
       let timer: ReturnType<typeof setTimeout> | undefined;
       await Promise.race([
@@ -327,7 +234,7 @@ export interface RunningServer {
  * Listens on `config.port` (0 picks a free port) and serves the app.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const server = startServer(config);
  * console.log(`listening on ${server.url}`);
  * await server.shutdown();

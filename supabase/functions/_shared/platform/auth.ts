@@ -21,6 +21,8 @@ export interface AuthUser {
   /** The token's `sub`: the Supabase user id. */
   id: string;
   role?: string;
+  /** Every claim of the token. */
+  claims: Record<string, unknown>;
 }
 
 /** The outcome of a verification; `reason` is for logs, never for clients. */
@@ -91,7 +93,11 @@ function checkClaims(
   }
   return {
     ok: true,
-    user: { id: claims.sub, role: typeof claims.role === "string" ? claims.role : undefined },
+    user: {
+      id: claims.sub,
+      role: typeof claims.role === "string" ? claims.role : undefined,
+      claims,
+    },
   };
 }
 

@@ -57,6 +57,12 @@ export const EnvSchema = z.object({
   APP_URL: z.url().optional(),
   APP_TITLE: z.string().trim().min(1).max(200).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
+  MAX_TOOL_ITERATIONS: integer(8, 1, 100),
+  TOOL_TIMEOUT_SECONDS: number(30, 0.01),
+  CLIENT_TOOL_TIMEOUT_SECONDS: number(120, 0.01),
+  APPROVAL_TIMEOUT_SECONDS: number(300, 0.01),
+  TOOLS: csv.pipe(z.array(z.enum(["current_time"]))),
+  STREAM_REASONING: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
   MAX_CONNECTION_AGE_SECONDS: z
     .union([z.literal("auto"), z.coerce.number().min(0)])
     .default("auto"),
@@ -118,6 +124,17 @@ export interface Config {
   appUrl: string | undefined;
   appTitle: string | undefined;
   logLevel: "debug" | "info" | "warn" | "error";
+  /** Most model calls one query may make (tools make more than one). */
+  maxToolIterations: number;
+  toolTimeoutMs: number;
+  clientToolTimeoutMs: number;
+  approvalTimeoutMs: number;
+  /** Built-in tools switched on. */
+  tools: string[];
+  /** Whether `reasoning` frames (and the final `reasoning`) are sent. */
+  streamReasoning: boolean;
+  /** Where a client acting as the user reaches Supabase; null without URL and anon key. */
+  supabase: { url: string; anonKey: string } | null;
   /** 0 means sockets are never closed for age. */
   maxConnectionAgeMs: number;
   port: number;
@@ -234,6 +251,15 @@ export function loadConfig(
       appUrl: e.APP_URL,
       appTitle: e.APP_TITLE,
       logLevel: e.LOG_LEVEL,
+      maxToolIterations: e.MAX_TOOL_ITERATIONS,
+      toolTimeoutMs: e.TOOL_TIMEOUT_SECONDS * 1000,
+      clientToolTimeoutMs: e.CLIENT_TOOL_TIMEOUT_SECONDS * 1000,
+      approvalTimeoutMs: e.APPROVAL_TIMEOUT_SECONDS * 1000,
+      tools: e.TOOLS,
+      streamReasoning: e.STREAM_REASONING,
+      supabase: e.SUPABASE_URL && e.SUPABASE_ANON_KEY
+        ? { url: e.SUPABASE_URL.replace(/\/+$/, ""), anonKey: e.SUPABASE_ANON_KEY }
+        : null,
       maxConnectionAgeMs: age * 1000,
       port: e.PORT,
       simulator: false,

@@ -7,6 +7,7 @@
  */
 import { z } from "zod";
 import type { ErrorCode } from "./codes.ts";
+import type { ErrorBody } from "./wire.ts";
 
 export { ERROR_CODES, type ErrorCode, PROTOCOL_VERSION, SUBPROTOCOL } from "./codes.ts";
 
@@ -34,6 +35,23 @@ export const JsonObject = z.custom<Record<string, unknown>>(
   "Expected an object",
 );
 
+/** A tool name as the model APIs accept it. */
+export const ToolName = z.string().regex(
+  /^[A-Za-z0-9_-]{1,64}$/,
+  "1-64 letters, digits, _ or -",
+);
+
+/** A client tool declared with a query; the client runs it and answers with `tool_result`. */
+export const ClientToolDeclaration = z.object({
+  name: ToolName,
+  description: z.string().max(2000).optional(),
+  parameters: JsonObject.refine(
+    (p) => p.type === undefined || p.type === "object",
+    "parameters must be a JSON Schema object (type: object)",
+  ).refine((p) => JSON.stringify(p).length <= 16_000, "parameters is too large").optional(),
+  needs_approval: z.boolean().optional(),
+});
+
 /** A question for the agent. */
 export const QueryFrame = z.object({
   type: z.literal("query"),
@@ -43,6 +61,7 @@ export const QueryFrame = z.object({
   stream: z.boolean().optional(),
   timestamp: z.union([z.string(), z.number()]).optional(),
   metadata: JsonObject.optional(),
+  tools: z.array(ClientToolDeclaration).max(64).optional(),
 });
 
 /** The v1 command names. */
@@ -70,13 +89,36 @@ export const PingFrame = z.object({
   id: id.optional(),
 });
 
+/** The answer to a client tool call. */
+export const ToolResultFrame = z.object({
+  type: z.literal("tool_result"),
+  id,
+  tool_call_id: id,
+  result: z.unknown().optional(),
+  error: z.string().max(4000).optional(),
+});
+
+/** A human's decision on a tool call that needs approval. */
+export const ApprovalFrame = z.object({
+  type: z.literal("approval"),
+  id,
+  tool_call_id: id,
+  approved: z.boolean(),
+  reason: z.string().max(1000).optional(),
+});
+
 /** Any frame a client may send. */
 export const ClientFrame = z.discriminatedUnion("type", [
   QueryFrame,
   CommandFrame,
   FeedbackFrame,
   PingFrame,
+  ToolResultFrame,
+  ApprovalFrame,
 ]);
+
+/** The frame types a client may send. */
+const CLIENT_TYPES = ["query", "command", "feedback", "ping", "tool_result", "approval"];
 
 /** Parsed client frame. */
 export type ClientFrame = z.infer<typeof ClientFrame>;
@@ -86,49 +128,12 @@ export type QueryFrame = z.infer<typeof QueryFrame>;
 export type FeedbackFrame = z.infer<typeof FeedbackFrame>;
 /** Parsed command frame. */
 export type CommandFrame = z.infer<typeof CommandFrame>;
-
-/** Token counts as the upstream reported them. */
-export interface Usage {
-  prompt_tokens: number;
-  completion_tokens: number;
-  total_tokens: number;
-  cost?: number;
-}
-
-/** An error frame's body, before `seq` and `timestamp` are stamped on it. */
-export interface ErrorBody {
-  type: "error";
-  code: ErrorCode;
-  message: string;
-  retryable: boolean;
-  id?: string;
-  retry_after_ms?: number;
-  issues?: { path: string; message: string }[];
-}
-
-/**
- * A server frame before the session stamps `seq` and `timestamp` on it.
- * Event-specific notification fields ride along in the index signature.
- */
-export type OutgoingFrame =
-  | { type: "notification"; event: string; content: string; [k: string]: unknown }
-  | { type: "status"; id: string; state: string; content: string; [k: string]: unknown }
-  | { type: "response"; id: string; delta: string; done: false }
-  | {
-    type: "response";
-    id: string;
-    content: string;
-    done: true;
-    model: string;
-    finish_reason: string;
-    usage: Usage | null;
-    timing: { first_token_ms: number | null; total_ms: number };
-  }
-  | ErrorBody
-  | { type: "pong"; id?: string };
-
-/** A frame as it goes on the wire. */
-export type ServerFrame = OutgoingFrame & { seq: number; timestamp: string };
+/** Parsed tool result frame. */
+export type ToolResultFrame = z.infer<typeof ToolResultFrame>;
+/** Parsed approval frame. */
+export type ApprovalFrame = z.infer<typeof ApprovalFrame>;
+/** A parsed client tool declaration. */
+export type ClientToolDeclaration = z.infer<typeof ClientToolDeclaration>;
 
 /** What {@linkcode parseClientFrame} returns. */
 export type ParseResult =
@@ -147,6 +152,23 @@ function invalid(
 function clientId(value: Record<string, unknown>): string | undefined {
   const v = value.id;
   return typeof v === "string" && v.length > 0 && v.length <= 128 ? v : undefined;
+}
+
+/**
+ * The query shapes other clients send: `{content}` with no type (the older
+ * client), `{message}` (the tool-event guide) and `{type: "chat", message}`
+ * (the Python framework). All three are queries.
+ */
+function asQuery(obj: Record<string, unknown>): Record<string, unknown> {
+  if (obj.type === undefined && typeof obj.content === "string") return { ...obj, type: "query" };
+  if (
+    (obj.type === undefined || obj.type === "chat") && obj.content === undefined &&
+    typeof obj.message === "string"
+  ) {
+    const { message, ...rest } = obj;
+    return { ...rest, type: "query", content: message };
+  }
+  return obj;
 }
 
 /**
@@ -170,10 +192,7 @@ export function parseClientFrame(text: string, maxContentChars: number): ParseRe
     return invalid("invalid_message", "Frame must be a JSON object");
   }
   const obj = value as Record<string, unknown>;
-  // The older client shape: `{content}` with no type is a query.
-  const candidate = obj.type === undefined && typeof obj.content === "string"
-    ? { ...obj, type: "query" }
-    : obj;
+  const candidate = asQuery(obj);
   let parsed: ReturnType<typeof ClientFrame.safeParse>;
   try {
     parsed = ClientFrame.safeParse(candidate);
@@ -193,7 +212,7 @@ export function parseClientFrame(text: string, maxContentChars: number): ParseRe
       });
     }
     const known = typeof candidate.type === "string" &&
-      ["query", "command", "feedback", "ping"].includes(candidate.type);
+      CLIENT_TYPES.includes(candidate.type);
     return invalid(
       "invalid_message",
       known ? `Invalid ${candidate.type} frame` : "Unknown or missing frame type",

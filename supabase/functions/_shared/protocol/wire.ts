@@ -27,7 +27,8 @@ export interface FrameBase {
  * `shutdown`, `history`, `stats`, `reset`, `cancelled`, `feedback_received`,
  * and a deployer's own events).
  */
-export interface NotificationFrame extends FrameBase {
+export interface NotificationBody {
+  id?: string;
   type: "notification";
   event: string;
   content?: string;
@@ -35,11 +36,14 @@ export interface NotificationFrame extends FrameBase {
   [field: string]: unknown;
 }
 
+/** A `notification` frame as sent: its body plus `seq` and `timestamp`. */
+export type NotificationFrame = NotificationBody & FrameBase;
+
 /** The `status` states the server sends. */
 export type StatusState = "queued" | "thinking" | "retrying" | "cancelled";
 
 /** Progress of a query. */
-export interface StatusFrame extends FrameBase {
+export interface StatusBody {
   type: "status";
   id: string;
   state: StatusState;
@@ -54,6 +58,9 @@ export interface StatusFrame extends FrameBase {
   iteration?: number;
   [field: string]: unknown;
 }
+
+/** A `status` frame as sent: its body plus `seq` and `timestamp`. */
+export type StatusFrame = StatusBody & FrameBase;
 
 /** Token usage as the model reported it. */
 export interface Usage {
@@ -70,7 +77,7 @@ export interface Timing {
 }
 
 /** A piece of the answer (`done: false`, with `delta`) or the whole of it (`done: true`). */
-export interface ResponseFrame extends FrameBase {
+export interface ResponseBody {
   type: "response";
   id: string;
   delta?: string;
@@ -91,21 +98,27 @@ export interface ResponseFrame extends FrameBase {
   [field: string]: unknown;
 }
 
+/** A `response` frame as sent: its body plus `seq` and `timestamp`. */
+export type ResponseFrame = ResponseBody & FrameBase;
+
 /** The terminal `response` frame of a query: `content` is the whole text. */
 export type FinalResponse = ResponseFrame & { done: true; content: string };
 
 /** The model's reasoning, streamed apart from the answer. */
-export interface ReasoningFrame extends FrameBase {
+export interface ReasoningBody {
   type: "reasoning";
   id: string;
   delta: string;
 }
 
+/** A `reasoning` frame as sent: its body plus `seq` and `timestamp`. */
+export type ReasoningFrame = ReasoningBody & FrameBase;
+
 /** Who runs a tool. */
 export type ToolExecutor = "server" | "client";
 
 /** The model asked for a tool; its arguments are complete and parsed. */
-export interface ToolCallFrame extends FrameBase {
+export interface ToolCallBody {
   type: "tool_call";
   id: string;
   tool_call_id: string;
@@ -116,8 +129,11 @@ export interface ToolCallFrame extends FrameBase {
   needs_approval: boolean;
 }
 
+/** A `toolcall` frame as sent: its body plus `seq` and `timestamp`. */
+export type ToolCallFrame = ToolCallBody & FrameBase;
+
 /** A tool finished, failed, was denied or timed out. */
-export interface ToolResultFrame extends FrameBase {
+export interface ToolResultBody {
   type: "tool_result";
   id: string;
   tool_call_id: string;
@@ -128,8 +144,12 @@ export interface ToolResultFrame extends FrameBase {
   duration_ms: number;
 }
 
+/** A `toolresult` frame as sent: its body plus `seq` and `timestamp`. */
+export type ToolResultFrame = ToolResultBody & FrameBase;
+
 /** Anything that went wrong. With the `id` of a query, it is that query's terminal frame. */
-export interface ErrorFrame extends FrameBase {
+export interface ErrorBody {
+  id?: string;
   type: "error";
   code: ErrorCode;
   message: string;
@@ -141,11 +161,29 @@ export interface ErrorFrame extends FrameBase {
   [field: string]: unknown;
 }
 
+/** A `error` frame as sent: its body plus `seq` and `timestamp`. */
+export type ErrorFrame = ErrorBody & FrameBase;
+
 /** The answer to a `ping`. */
-export interface PongFrame extends FrameBase {
+export interface PongBody {
+  id?: string;
   type: "pong";
   [field: string]: unknown;
 }
+
+/** A `pong` frame as sent: its body plus `seq` and `timestamp`. */
+export type PongFrame = PongBody & FrameBase;
+
+/** A frame body before the session stamps `seq` and `timestamp` on it. */
+export type OutgoingFrame =
+  | NotificationBody
+  | StatusBody
+  | ResponseBody
+  | ReasoningBody
+  | ToolCallBody
+  | ToolResultBody
+  | ErrorBody
+  | PongBody;
 
 /** Any frame the server sends. */
 export type ServerFrame =

@@ -41,7 +41,7 @@ export class SessionRegistry {
   /** Number of sessions with a generation running. */
   get inFlight(): number {
     let n = 0;
-    for (const s of this.#map.values()) if (s.inFlight) n++;
+    for (const s of this.#map.values()) if (s.turns.inFlight) n++;
     return n;
   }
 
@@ -75,7 +75,7 @@ export class SessionRegistry {
           onExpire(s, "resume_window");
         }
         // A running generation is activity: the user is waiting for it, not idle.
-      } else if (!s.inFlight && now - s.lastActivity > policy.idleMs) {
+      } else if (!s.turns.inFlight && now - s.lastActivity > policy.idleMs) {
         expired++;
         onExpire(s, "idle");
       } else if (

@@ -1,13 +1,17 @@
 /**
- * One session: a conversation bound (for now) to one socket. It owns the
+ * One session: a conversation bound to one socket at a time. It owns the
  * frame sequence: every frame it emits gets the next `seq`, is serialised
- * once, kept in the store's replay log and sent if a socket is attached.
+ * once, kept in the store's replay log and sent if a socket is attached. Its
+ * queries belong to its {@linkcode Turns}.
  *
  * @module
  */
-import type { OutgoingFrame } from "../protocol/frames.ts";
+import type { OutgoingFrame } from "../protocol/wire.ts";
+import { CLOSE } from "../protocol/codes.ts";
 import type { SessionStore } from "../store/store.ts";
-import { QueryQueue } from "../turn/queue.ts";
+import type { AgentUser } from "../agent/definition.ts";
+import { type TurnRunner, Turns } from "../turn/turns.ts";
+import { closeQuietly } from "./socket.ts";
 
 let lastMs = 0;
 let lastIso = "";
@@ -20,14 +24,6 @@ function isoNow(): string {
     lastIso = new Date(ms).toISOString();
   }
   return lastIso;
-}
-
-/** The generation a session is running right now. */
-export interface InFlight {
-  id: string;
-  controller: AbortController;
-  /** Text streamed so far; a cancel ends the query with it. */
-  content: string;
 }
 
 /** Feedback a client gave on a response. */
@@ -50,17 +46,32 @@ export interface SessionCounters {
 /** Limits a session is created with. */
 export interface SessionOptions {
   maxQueue: number;
-  /** Above this many bytes queued on the socket, sending stops and `onOverflow` runs. */
+  /**
+   * Above this many bytes queued on the socket the client is taken to have
+   * stopped reading: its answer ends with `slow_consumer` and the socket closes.
+   */
   sendHardLimitBytes: number;
+}
+
+/** Who a session belongs to and speaks for. */
+export interface SessionOwner {
+  /** The authenticated user id, or null when auth is off. */
+  owner: string | null;
+  /** The non-identifying id sent upstream as `user`. */
+  upstreamUser?: string;
 }
 
 /**
  * @example
  * ```ts
+ * import { Session } from "./session.ts";
+ * import { MemoryStore } from "../store/store.ts";
+ * const store = new MemoryStore({
+ *   maxHistory: 50, maxHistoryChars: 200_000, replayMaxFrames: 2000, replayMaxBytes: 1 << 20,
+ * });
  * const session = new Session(crypto.randomUUID(), store, {
  *   maxQueue: 10, sendHardLimitBytes: 4 << 20,
- * }, null);
- * session.attach(socket);
+ * }, { owner: null }, async () => {});
  * session.emit({ type: "pong" });
  * ```
  */
@@ -72,12 +83,15 @@ export class Session {
   /** When the last socket went away; null while one is attached. */
   detachedAt: number | null = null;
   socket: WebSocket | null = null;
-  readonly queue: QueryQueue;
-  /** Runs once when a client stops reading and its socket's queue passes the hard limit. */
-  onOverflow: (() => void) | null = null;
+  /** The queries of this session: waiting, running, answered. */
+  readonly turns: Turns;
   readonly #sendHardLimit: number;
-  inFlight: InFlight | null = null;
   readonly feedback: Feedback[] = [];
+  /** The deployer's own per-session data (`ctx.state`). */
+  readonly state: Record<string, unknown> = {};
+  /** The user of the socket attached last, with their claims and token (for `ctx.supabase`). */
+  user: AgentUser | null = null;
+  token: string | null = null;
   readonly counters: SessionCounters = {
     queries: 0,
     responses: 0,
@@ -89,21 +103,25 @@ export class Session {
   closed = false;
   #seq = 0;
 
+  readonly owner: string | null;
+  readonly upstreamUser?: string;
+
   /**
-   * @param owner the authenticated user id, or null when auth is off
-   * @param upstreamUser the non-identifying id sent upstream as `user`
+   * @param runTurn runs one of this session's queries to its terminal frame
+   * @param startSeq the seq to continue from when another process held the session before
    */
   constructor(
     readonly id: string,
     readonly store: SessionStore,
     opts: SessionOptions,
-    readonly owner: string | null,
-    readonly upstreamUser?: string,
-    /** The seq to continue from when another process held the session before. */
+    who: SessionOwner,
+    runTurn: TurnRunner,
     startSeq = 0,
   ) {
     this.#seq = startSeq;
-    this.queue = new QueryQueue(opts.maxQueue);
+    this.owner = who.owner;
+    this.upstreamUser = who.upstreamUser;
+    this.turns = new Turns(this, runTurn, opts.maxQueue);
     this.#sendHardLimit = opts.sendHardLimitBytes;
   }
 
@@ -149,12 +167,7 @@ export class Session {
     const ws = this.socket;
     if (ws && ws.readyState === WebSocket.OPEN) {
       // A client that stops reading must not grow our memory without bound.
-      if (ws.bufferedAmount > this.#sendHardLimit) {
-        const overflow = this.onOverflow;
-        this.onOverflow = null;
-        overflow?.();
-        return;
-      }
+      if (ws.bufferedAmount > this.#sendHardLimit) return this.#overflow(ws);
       try {
         ws.send(json);
       } catch {
@@ -163,15 +176,17 @@ export class Session {
     }
   }
 
-  /** Tells the store which queries are open, so another process can end them after a crash. */
-  syncOpenQueries(): void {
-    const ids = this.queue.ids();
-    if (this.inFlight) ids.unshift(this.inFlight.id);
-    this.store.setOpenQueries(this.id, ids);
+  /** A client that stopped reading: end its answer, close; it may resume when it can. */
+  #overflow(ws: WebSocket): void {
+    if (ws.readyState !== WebSocket.OPEN) return;
+    this.turns.stopInFlight("slow_consumer");
+    closeQuietly(ws, CLOSE.tryAgainLater, "Client is not reading");
   }
 
-  /** Whether a query id is in flight or waiting. */
-  knows(id: string): boolean {
-    return this.inFlight?.id === id || this.queue.has(id);
+  /** Ends the session here: its queries stop, nothing more is emitted. */
+  close(why: "closed" | "released"): void {
+    if (this.closed) return;
+    this.turns.stop(why);
+    this.closed = true;
   }
 }

@@ -5,19 +5,31 @@
  *
  * @module
  */
-import { type AgentContext, notificationFrame, sayTakenOver } from "../agent/context.ts";
-import type { BusMessage } from "../store/bus.ts";
+import type { Config } from "../platform/config.ts";
+import type { Logger } from "../platform/log.ts";
+import type { SessionStore } from "../store/store.ts";
+import type { Bus, BusMessage } from "../store/bus.ts";
+import { AgentError, errorFrame } from "../protocol/errors.ts";
 import type { ResumeRequest } from "./resume.ts";
-import { Session } from "./session.ts";
+import type { Session, SessionOwner } from "./session.ts";
+import type { SessionRegistry } from "./registry.ts";
+import { notificationFrame, sayTakenOver } from "./socket.ts";
 import { sleep } from "../platform/backoff.ts";
 
 /** How long a process waits for another to let go of a session it still holds. */
 const RELEASE_WAIT_MS = 2000;
 
-/** What takeover needs from the handler. */
-export interface TakeoverHooks {
-  /** Wires a session's slow-consumer handling. */
-  prepare(session: Session): void;
+/** What takeover needs. */
+export interface TakeoverDeps {
+  config: Config;
+  log: Logger;
+  store: SessionStore;
+  sessions: SessionRegistry;
+  bus?: Bus;
+  /** This process's id on the bus. */
+  instance: string;
+  /** Builds a session object (the runtime wires its turns). */
+  makeSession(id: string, who: SessionOwner, startSeq: number): Session;
   /** Lets go of a session here, keeping it in the store. */
   release(session: Session): Promise<void>;
 }
@@ -36,12 +48,12 @@ export interface Takeover {
 /**
  * @example
  * ```ts
- * const takeover = createTakeover(ctx, { prepare, release });
+ * const takeover = createTakeover({ config, log, store, sessions, bus, instance, makeSession, release });
  * bus.subscribe((msg) => takeover.onBus(msg));
  * ```
  */
-export function createTakeover(ctx: AgentContext, hooks: TakeoverHooks): Takeover {
-  const { config, log, store, sessions, bus, instance, fail } = ctx;
+export function createTakeover(deps: TakeoverDeps): Takeover {
+  const { config, log, store, sessions, bus, instance } = deps;
   /** Resolvers waiting for another process to let go of a session. */
   const waiters = new Map<string, () => void>();
 
@@ -68,15 +80,11 @@ export function createTakeover(ctx: AgentContext, hooks: TakeoverHooks): Takeove
       // The client may hold frames the old process sent but never made durable; it has
       // them, so numbering continues after them instead of reusing their seqs.
       if (req.lastSeq - rec.lastSeq > config.replayMaxFrames) return undefined;
-      const session = new Session(
+      const session = deps.makeSession(
         rec.id,
-        store,
-        config,
-        rec.owner,
-        upstreamUser,
+        { owner: rec.owner, upstreamUser },
         Math.max(rec.lastSeq, req.lastSeq),
       );
-      hooks.prepare(session);
       session.detach();
       sessions.add(session);
       log.info("session_adopted", {
@@ -86,12 +94,15 @@ export function createTakeover(ctx: AgentContext, hooks: TakeoverHooks): Takeove
         interrupted: rec.openQueries.length,
       });
       for (const id of rec.openQueries) {
-        fail(session, "interrupted", "The server handling this query stopped; send it again", {
+        session.counters.errors++;
+        session.emit(errorFrame(
+          new AgentError("interrupted", "The server handling this query stopped; send it again", {
+            retryable: true,
+          }),
           id,
-          retryable: true,
-        });
+        ));
       }
-      if (rec.openQueries.length > 0) session.syncOpenQueries();
+      if (rec.openQueries.length > 0) store.setOpenQueries(session.id, []);
       return session;
     },
 
@@ -103,7 +114,7 @@ export function createTakeover(ctx: AgentContext, hooks: TakeoverHooks): Takeove
       } else if (msg.kind === "release" && session) {
         log.info("session_handover", { session: session.id, to: msg.from });
         if (session.socket) sayTakenOver(session.socket, session.id);
-        await hooks.release(session);
+        await deps.release(session);
         await bus?.publish({ kind: "released", session: msg.session, from: instance });
       } else if (msg.kind === "notify" && session) {
         session.emit(notificationFrame(msg.event, msg.content, msg.data));

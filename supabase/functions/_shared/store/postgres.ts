@@ -11,8 +11,9 @@
  * @module
  */
 import postgres from "postgres";
-import type { ChatMessage } from "../model/openrouter.ts";
+import type { ChatMessage } from "../model/model.ts";
 import type { Logger } from "../platform/log.ts";
+import { type Bus, createPgBus } from "./bus.ts";
 import {
   type ReplayResult,
   type SessionRecord,
@@ -58,6 +59,8 @@ export class PostgresStore implements SessionStore {
   readonly durable = true;
   /** The client, shared with the notification bus (LISTEN needs the same server). */
   readonly sql: postgres.Sql;
+  /** The bus between the processes sharing this database, over LISTEN/NOTIFY. */
+  readonly bus: Bus;
   readonly #o: PostgresStoreOptions;
   #creates = new Map<string, string | null>();
   #frames: PendingFrame[] = [];
@@ -83,6 +86,7 @@ export class PostgresStore implements SessionStore {
       prepare: false,
       onnotice: () => {},
     });
+    this.bus = createPgBus(this.sql);
   }
 
   create(id: string, owner: string | null): void {

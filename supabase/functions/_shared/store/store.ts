@@ -5,7 +5,8 @@
  *
  * @module
  */
-import type { ChatMessage } from "../model/openrouter.ts";
+import type { ChatMessage } from "../model/model.ts";
+import type { Bus } from "./bus.ts";
 
 /** One emitted frame, already serialised: it is sent and replayed byte for byte. */
 export interface StoredFrame {
@@ -54,6 +55,8 @@ export interface SessionRecord {
 export interface SessionStore {
   /** Whether sessions outlive this process, so another one can resume them. */
   readonly durable: boolean;
+  /** Messages between the processes that share this store; absent when there are none. */
+  readonly bus?: Bus;
   /** Records a new session. */
   create(sessionId: string, owner: string | null): void;
   history(sessionId: string): Promise<ChatMessage[]>;
@@ -87,13 +90,24 @@ interface MemoryEntry {
   frameBytes: number;
 }
 
+/** The characters a message costs in the history budget. */
+function messageChars(m: ChatMessage): number {
+  let n = m.content?.length ?? 0;
+  if (m.role === "assistant" && m.tool_calls) {
+    for (const c of m.tool_calls) n += c.function.name.length + c.function.arguments.length;
+  }
+  return n;
+}
+
 /**
- * Trims a history to the limits, oldest first, keeping user/assistant pairs
- * aligned so the upstream never sees an assistant turn without its question.
+ * Trims a history to the limits, oldest first. What is kept always starts at
+ * a user message, so the model never sees an answer without its question nor
+ * a tool result without the call that asked for it.
  *
  * @example
  * ```ts
- * const kept = trimHistory(messages, 50, 200_000);
+ * import { trimHistory } from "./store.ts";
+ * const kept = trimHistory([{ role: "user", content: "hi" }], 50, 200_000);
  * ```
  */
 export function trimHistory(
@@ -103,12 +117,12 @@ export function trimHistory(
 ): ChatMessage[] {
   let start = Math.max(0, messages.length - maxMessages);
   let chars = 0;
-  for (let i = start; i < messages.length; i++) chars += messages[i].content.length;
+  for (let i = start; i < messages.length; i++) chars += messageChars(messages[i]);
   while (start < messages.length && chars > maxChars) {
-    chars -= messages[start].content.length;
+    chars -= messageChars(messages[start]);
     start++;
   }
-  while (start < messages.length && messages[start].role === "assistant") start++;
+  while (start < messages.length && messages[start].role !== "user") start++;
   return start === 0 ? messages : messages.slice(start);
 }
 

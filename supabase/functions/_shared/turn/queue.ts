@@ -1,16 +1,23 @@
 /**
  * A bounded FIFO of queries waiting for their session's generation slot.
  * Queries of one session are answered one at a time, in the order received.
+ * Only {@linkcode Turns} (turns.ts) touches it.
  *
  * @module
  */
+
+import type { ClientToolDeclaration } from "../protocol/frames.ts";
 
 /** A query accepted and waiting to run. */
 export interface PendingQuery {
   id: string;
   content: string;
-  model: string;
+  /** The model the client asked for (checked against the allowed list); default otherwise. */
+  model?: string;
   stream: boolean;
+  metadata: Record<string, unknown>;
+  /** Tools the client declared with this query; it runs them. */
+  clientTools: ClientToolDeclaration[];
   receivedAt: number;
 }
 
@@ -19,8 +26,11 @@ export interface PendingQuery {
  *
  * @example
  * ```ts
+ * import { QueryQueue } from "./queue.ts";
  * const q = new QueryQueue(10);
- * q.push({ id: "a", content: "hi", model: "m", stream: true, receivedAt: Date.now() });
+ * q.push({
+ *   id: "a", content: "hi", stream: true, metadata: {}, clientTools: [], receivedAt: 0,
+ * });
  * q.shift()?.id; // "a"
  * ```
  */

@@ -1,48 +1,56 @@
 /**
- * The agent handler: what happens when a socket connects, opens, sends a
- * frame, closes or fails (`onConnect` / `onOpen` / `onMessage` / `onClose` /
- * `onError`) — admission of queries, resume, expiry and shutdown. The
- * generation loop, the commands and the takeover between processes live in
- * their own modules. It never throws at a client: every bad input becomes one
- * error frame.
+ * The agent runtime: what happens when a socket connects, opens, sends a
+ * frame, closes or fails — the deployer's `onConnect`, starting or resuming
+ * the session, routing each frame (queries to the session's turns, commands,
+ * feedback, tool answers), expiry and shutdown. It is the one boundary where
+ * a thrown `AgentError` becomes an `error` frame for a client frame; the turn
+ * renders its own.
  *
  * @module
  */
-import {
-  type AbortWhy,
-  type AgentContext,
-  type AgentDeps,
-  AnsweredIds,
-  CLOSE,
-  closeQuietly,
-  notificationFrame,
-  sayTakenOver,
-  sendSocketFrame,
-} from "./context.ts";
-import { parseClientFrame, PROTOCOL_VERSION, type QueryFrame } from "../protocol/frames.ts";
-import { Session } from "../session/session.ts";
-import type { SweepReason } from "../session/registry.ts";
-import type { PendingQuery } from "../turn/queue.ts";
-import type { AuthUser } from "../platform/auth.ts";
+import type { Config } from "../platform/config.ts";
+import type { Logger } from "../platform/log.ts";
+import type { UserLimits } from "../platform/limits.ts";
+import type { SessionStore } from "../store/store.ts";
+import type { Bus } from "../store/bus.ts";
+import type { ModelBackend } from "../model/model.ts";
+import { CLOSE, PROTOCOL_VERSION } from "../protocol/codes.ts";
+import { AgentError, errorFrame } from "../protocol/errors.ts";
+import { parseClientFrame, type QueryFrame } from "../protocol/frames.ts";
+import { Session, type SessionOwner } from "../session/session.ts";
+import type { SessionRegistry, SweepReason } from "../session/registry.ts";
 import {
   collectReplay,
   parseResumeRequest,
   type ReplayPlan,
   type ResumeRequest,
 } from "../session/resume.ts";
-import { createGenerator } from "../turn/generation.ts";
-import { createCommands } from "./commands.ts";
 import { createTakeover } from "../session/takeover.ts";
-
-export { type AgentDeps, CLOSE } from "./context.ts";
+import {
+  closeQuietly,
+  notificationFrame,
+  sayTakenOver,
+  sendSocketFrame,
+} from "../session/socket.ts";
+import { createTurnRunner } from "../turn/turn.ts";
+import type { AgentDefinition, AgentUser } from "./definition.ts";
+import { createCommands } from "./commands.ts";
+import { createContexts } from "./context.ts";
+import { ToolSet } from "./tools.ts";
+import { builtinTools } from "./builtin_tools.ts";
 
 /** One socket's view: the session it speaks for once that is known. */
 export interface Connection {
   socket: WebSocket;
-  /** The authenticated user; null when auth is off. */
-  user: AuthUser | null;
+  url: URL;
+  /** The verified user; null when auth is off. */
+  user: AgentUser | null;
+  /** The user's access token, for a Supabase client acting as them. */
+  token: string | null;
   /** The id sent upstream as OpenRouter's `user`. */
   upstreamUser?: string;
+  /** What `onConnect` stored; merged into the session's state. */
+  state: Record<string, unknown>;
   /** Null until the socket is open and its session created or resumed. */
   session: Session | null;
   resume: ResumeRequest | null;
@@ -52,15 +60,20 @@ export interface Connection {
   inbox: unknown[];
 }
 
+/** Who a socket belongs to, as the upgrade found out. */
+export interface Identity {
+  user: AgentUser;
+  token: string;
+  upstreamUser: string;
+}
+
 /** The lifecycle hooks the server wires sockets to. */
-export interface AgentHandler {
+export interface AgentRuntime {
+  /** The model backend in use. */
+  readonly model: ModelBackend;
   /** Called at upgrade time, with the URL the client connected to and who it is. */
-  onConnect(
-    socket: WebSocket,
-    url: URL,
-    user?: { user: AuthUser; upstreamUser: string },
-  ): Connection;
-  /** Starts or resumes the session; resolves once it is ready. */
+  onConnect(socket: WebSocket, url: URL, who?: Identity): Connection;
+  /** Runs `onConnect`, starts or resumes the session; resolves once it is ready. */
   onOpen(conn: Connection): Promise<void>;
   onMessage(conn: Connection, data: unknown): void;
   onClose(conn: Connection, code: number, reason: string): void;
@@ -79,64 +92,121 @@ export interface AgentHandler {
   ): Promise<"delivered" | "forwarded" | "not_found">;
 }
 
+/** What the runtime is built from. */
+export interface RuntimeDeps {
+  config: Config;
+  log: Logger;
+  store: SessionStore;
+  /** Messages between processes; absent when sessions live in memory only. */
+  bus?: Bus;
+  sessions: SessionRegistry;
+  limits: UserLimits;
+  /** This process's id on the bus. */
+  instance: string;
+  agent: AgentDefinition;
+  model: ModelBackend;
+}
+
 /** Frames a client may send before its session is ready, beyond which it is cut off. */
 const MAX_INBOX = 256;
 
 const encoder = new TextEncoder();
 
+/** The close code a refused socket gets, by the error it was refused with. */
+function refusalClose(err: unknown): [number, string] {
+  const code = err instanceof AgentError ? err.code : "internal_error";
+  if (code === "unauthorized") return [CLOSE.unauthorized, "Unauthorized"];
+  if (code === "too_many_connections") return [CLOSE.tooManyConnections, "Too many connections"];
+  if (code === "internal_error") return [CLOSE.internal, "Internal error"];
+  return [CLOSE.policy, "Refused"];
+}
+
 /**
- * Creates the handler.
+ * Creates the runtime.
  *
  * @example
- * ```ts
- * const agent = createAgentHandler({ config, log, store, upstream, sessions, limits });
+ * ```ts ignore
+ * const runtime = createRuntime({ config, log, store, sessions, limits, instance, agent, model });
  * const { socket, response } = Deno.upgradeWebSocket(req);
- * const conn = agent.onConnect(socket, new URL(req.url));
- * socket.onopen = () => agent.onOpen(conn);
- * socket.onmessage = (e) => agent.onMessage(conn, e.data);
+ * const conn = runtime.onConnect(socket, new URL(req.url));
+ * socket.onopen = () => runtime.onOpen(conn);
+ * socket.onmessage = (e) => runtime.onMessage(conn, e.data);
  * ```
  */
-export function createAgentHandler(deps: AgentDeps): AgentHandler {
-  const { config, log, store, sessions, limits, bus } = deps;
-  const ctx: AgentContext = {
-    ...deps,
-    instance: deps.instance ?? crypto.randomUUID(),
-    answered: new AnsweredIds(),
-    fail(session, code, message, extra = {}) {
-      session.counters.errors++;
-      session.emit({ type: "error", code, message, retryable: false, ...extra });
-    },
-  };
-  const error = ctx.fail;
-  const generator = createGenerator(ctx);
-  const commands = createCommands(ctx, generator);
-  const prepare = (session: Session) => {
-    session.onOverflow = () => overflow(session);
-  };
-  const takeover = createTakeover(ctx, {
-    prepare,
+export function createRuntime(deps: RuntimeDeps): AgentRuntime {
+  const { config, log, store, sessions, limits, bus, agent, model } = deps;
+  const tools = new ToolSet({ ...builtinTools(config.tools), ...agent.tools });
+  const contexts = createContexts(config, log);
+  const runTurn = createTurnRunner({
+    config,
+    log,
+    model,
+    agent,
+    tools,
+    contextFor: contexts.forTurn,
+  });
+  const commands = createCommands({
+    log,
+    own: agent.commands ?? {},
+    contextFor: contexts.forCommand,
+  });
+  const allowedModels = [...new Set([model.defaultModel, ...config.allowedModels])];
+  const features = ["tools", "client_tools", "approval", "reasoning"];
+
+  function makeSession(id: string, who: SessionOwner, startSeq = 0): Session {
+    const session: Session = new Session(
+      id,
+      store,
+      config,
+      who,
+      (turn) => runTurn(session, turn),
+      startSeq,
+    );
+    return session;
+  }
+
+  const takeover = createTakeover({
+    config,
+    log,
+    store,
+    sessions,
+    bus,
+    instance: deps.instance,
+    makeSession,
     release: (session) => endSession(session, "released"),
   });
   bus?.subscribe((msg) => {
     takeover.onBus(msg).catch((err) => log.error("bus_message_failed", { err: String(err) }));
   }).catch((err) => log.error("bus_subscribe_failed", { err: String(err) }));
 
+  /** Renders what a client frame's handling threw, as one error frame. */
+  function reject(session: Session, err: unknown, id?: string): void {
+    if (!(err instanceof AgentError)) {
+      log.error("frame_handler_failed", { session: session.id, err: String(err).slice(0, 300) });
+    }
+    session.counters.errors++;
+    session.emit(errorFrame(err, id));
+  }
+
   function connectedFrame(session: Session) {
     const mode = config.simulator
       ? " [OFFLINE SIMULATOR: answers are simulated, no model is called]"
-      : config.apiKey
-      ? ""
-      : " [NOT CONFIGURED: OPENROUTER_API_KEY is not set; queries will fail]";
+      : model.configured === false
+      ? " [NOT CONFIGURED: OPENROUTER_API_KEY is not set; queries will fail]"
+      : "";
     return {
       type: "notification" as const,
       event: "connected",
       content: `Connected to Agent WebSocket. Session ID: ${session.id}${mode}`,
       session_id: session.id,
       protocol: PROTOCOL_VERSION,
-      agent: config.agentName,
-      model: config.model,
-      models: config.allowedModels,
+      agent: agent.name ?? config.agentName,
+      model: model.defaultModel,
+      models: allowedModels,
       simulator: config.simulator,
+      features,
+      tools: tools.describe(),
+      commands: commands.names,
       limits: {
         max_message_bytes: config.maxMessageBytes,
         max_content_chars: config.maxContentChars,
@@ -144,71 +214,43 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         rate_limit_per_minute: config.rateLimitPerMinute,
         rate_limit_burst: config.rateLimitBurst,
         max_history: config.maxHistory,
+        max_tool_iterations: config.maxToolIterations,
       },
       heartbeat_ms: config.heartbeatSeconds * 1000,
       resume_window_ms: config.resumeWindowMs,
     };
   }
 
-  function onQuery(session: Session, frame: QueryFrame): void {
-    const id = frame.id ?? crypto.randomUUID();
-    if (session.knows(id)) {
-      return error(session, "invalid_message", "A query with this id is already in progress", {
-        id,
-      });
-    }
-    if (!config.apiKey) {
-      return error(
-        session,
+  function admit(session: Session, frame: QueryFrame, id: string): void {
+    if (model.configured === false) {
+      throw new AgentError(
         "not_configured",
         "The server has no OPENROUTER_API_KEY configured, so it cannot answer",
-        { id },
       );
     }
-    const model = frame.model ?? config.model;
-    if (!config.allowedModels.includes(model)) {
-      return error(session, "model_not_allowed", `Model is not allowed here: ${model}`, {
-        id,
-        issues: [{ path: "model", message: `Allowed: ${config.allowedModels.join(", ")}` }],
+    if (frame.model !== undefined && !allowedModels.includes(frame.model)) {
+      throw new AgentError("model_not_allowed", `Model is not allowed here: ${frame.model}`, {
+        issues: [{ path: "model", message: `Allowed: ${allowedModels.join(", ")}` }],
       });
     }
+    // Checked before the rate limit: a bad declaration must not cost a token.
+    if (frame.tools) tools.forQuery(frame.tools);
     const wait = limits.take(session.rateKey);
     if (wait > 0) {
-      return error(session, "rate_limited", "Too many queries; slow down", {
-        id,
+      throw new AgentError("rate_limited", "Too many queries; slow down", {
         retryable: true,
-        retry_after_ms: wait,
+        retryAfterMs: wait,
       });
     }
-    const query: PendingQuery = {
+    session.turns.submit({
       id,
       content: frame.content,
-      model,
+      model: frame.model,
       stream: frame.stream ?? true,
+      metadata: frame.metadata ?? {},
+      clientTools: frame.tools ?? [],
       receivedAt: performance.now(),
-    };
-    if (session.inFlight || session.queue.size > 0) {
-      const position = session.queue.push(query);
-      if (position === 0) {
-        return error(session, "queue_full", `At most ${config.maxQueue} queries may wait`, {
-          id,
-          retryable: true,
-        });
-      }
-      session.counters.queries++;
-      session.emit({
-        type: "status",
-        id,
-        state: "queued",
-        content: `Queued at position ${position}`,
-        position,
-      });
-      session.syncOpenQueries();
-      return;
-    }
-    session.counters.queries++;
-    generator.run(session, query);
-    session.syncOpenQueries();
+    });
   }
 
   /**
@@ -218,9 +260,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
    */
   function endSession(session: Session, why: "closed" | "released"): Promise<void> {
     if (session.closed) return Promise.resolve();
-    session.inFlight?.controller.abort(why satisfies AbortWhy);
-    session.queue.drain();
-    session.closed = true;
+    session.close(why);
     sessions.delete(session.id);
     limits.forget(session.rateKey);
     const done = why === "released" ? store.release(session.id) : store.delete(session.id);
@@ -255,19 +295,23 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     }
   }
 
-  function newSession(conn: Connection): Session {
-    const session = new Session(
-      crypto.randomUUID(),
-      store,
-      config,
-      conn.user?.id ?? null,
-      conn.upstreamUser,
-    );
-    store.create(session.id, session.owner);
-    prepare(session);
+  /** Binds a socket and its user to a session. */
+  function bind(session: Session, conn: Connection): void {
     session.attach(conn.socket);
-    sessions.add(session);
+    session.user = conn.user;
+    session.token = conn.token;
+    Object.assign(session.state, conn.state);
     conn.session = session;
+  }
+
+  function newSession(conn: Connection): Session {
+    const session = makeSession(crypto.randomUUID(), {
+      owner: conn.user?.id ?? null,
+      upstreamUser: conn.upstreamUser,
+    });
+    store.create(session.id, session.owner);
+    bind(session, conn);
+    sessions.add(session);
     log.info("session_open", { session: session.id });
     session.emit(connectedFrame(session));
     return session;
@@ -292,16 +336,17 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     if (!plan.ok || !target) {
       log.info("resume_refused", { session: req.sessionId, code: plan.ok ? "" : plan.code });
       const fresh = newSession(conn);
-      error(fresh, plan.ok ? "not_found" : plan.code, plan.ok ? "" : plan.message);
+      reject(
+        fresh,
+        new AgentError(plan.ok ? "not_found" : plan.code, plan.ok ? "" : plan.message),
+      );
       return;
     }
     // From here to the end nothing awaits: no frame can be emitted between the
     // replay and the attach, so the client misses nothing and sees nothing twice.
     const previous = target.socket;
     if (previous && previous !== conn.socket) sayTakenOver(previous, target.id);
-    target.attach(conn.socket);
-    prepare(target);
-    conn.session = target;
+    bind(target, conn);
     sendSocketFrame(conn.socket, {
       type: "notification",
       event: "resumed",
@@ -315,17 +360,14 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     log.info("session_resumed", { session: target.id, replayed: plan.frames.length });
   }
 
-  /** A client that stopped reading: end its answer, close, let it resume when it can. */
-  function overflow(session: Session): void {
-    log.warn("slow_consumer", { session: session.id, query: session.inFlight?.id });
-    session.inFlight?.controller.abort("slow_consumer" satisfies AbortWhy);
-    closeQuietly(session.socket, CLOSE.tryAgainLater, "Client is not reading");
-  }
-
-  function dispatch(session: Session, data: unknown): void {
+  /** The id a rejected frame's error should carry: a query's or command's own. */
+  function route(session: Session, data: unknown): void {
     session.lastActivity = Date.now();
     if (typeof data !== "string") {
-      return error(session, "unsupported_frame", "Binary frames are not supported; send JSON text");
+      throw new AgentError(
+        "unsupported_frame",
+        "Binary frames are not supported; send JSON text",
+      );
     }
     // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
     if (data.length * 3 > config.maxMessageBytes) {
@@ -336,8 +378,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         return;
       }
       if (bytes > config.maxMessageBytes) {
-        return error(
-          session,
+        throw new AgentError(
           "message_too_large",
           `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
         );
@@ -354,29 +395,68 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
       case "ping":
         session.emit({ type: "pong", ...(frame.id !== undefined ? { id: frame.id } : {}) });
         return;
-      case "query":
-        return onQuery(session, frame);
+      case "query": {
+        const id = frame.id ?? crypto.randomUUID();
+        try {
+          return admit(session, frame, id);
+        } catch (err) {
+          return reject(session, err, id);
+        }
+      }
       case "command":
-        commands.command(session, frame).catch((err) => {
-          log.error("command_failed", { session: session.id, err: String(err) });
-          error(session, "internal_error", "The command failed on the server", {
-            id: frame.id,
-            retryable: true,
-          });
-        });
+        commands.command(session, frame).catch((err) => reject(session, err, frame.id));
         return;
       case "feedback":
-        return commands.feedback(session, frame);
+        try {
+          return commands.feedback(session, frame);
+        } catch (err) {
+          return reject(session, err, frame.id);
+        }
+      case "tool_result":
+        return session.turns.answer(frame.id, frame.tool_call_id, {
+          kind: "tool_result",
+          result: frame.result,
+          error: frame.error,
+        });
+      case "approval":
+        return session.turns.answer(frame.id, frame.tool_call_id, {
+          kind: "approval",
+          approved: frame.approved,
+          reason: frame.reason,
+        });
     }
   }
 
+  function dispatch(session: Session, data: unknown): void {
+    try {
+      route(session, data);
+    } catch (err) {
+      // Tool answers name their call, not the query: an error with a query's id would end it.
+      reject(session, err);
+    }
+  }
+
+  /** Tells a socket why the deployer's `onConnect` refused it, and closes it. */
+  function refuse(conn: Connection, err: unknown): void {
+    if (!(err instanceof AgentError)) {
+      log.error("on_connect_failed", { err: String(err).slice(0, 300) });
+    } else log.info("connection_refused", { code: err.code });
+    sendSocketFrame(conn.socket, errorFrame(err));
+    closeQuietly(conn.socket, ...refusalClose(err));
+  }
+
   return {
+    model,
+
     onConnect(socket, url, who) {
       const parsed = parseResumeRequest(url);
       return {
         socket,
+        url,
         user: who?.user ?? null,
+        token: who?.token ?? null,
         upstreamUser: who?.upstreamUser,
+        state: {},
         session: null,
         resume: parsed && !("error" in parsed) ? parsed : null,
         badResume: parsed && "error" in parsed ? parsed.error : null,
@@ -385,10 +465,18 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
     },
 
     async onOpen(conn) {
+      if (agent.onConnect) {
+        try {
+          await agent.onConnect(contexts.forConnect(conn, conn.url, conn.resume !== null));
+        } catch (err) {
+          return refuse(conn, err);
+        }
+        if (conn.socket.readyState !== WebSocket.OPEN) return;
+      }
       if (conn.resume) await resume(conn, conn.resume);
       else {
         const session = newSession(conn);
-        if (conn.badResume) error(session, "invalid_message", conn.badResume);
+        if (conn.badResume) reject(session, new AgentError("invalid_message", conn.badResume));
       }
       // Frames that arrived while the session was being found are handled in order.
       const session = conn.session;
@@ -457,7 +545,7 @@ export function createAgentHandler(deps: AgentDeps): AgentHandler {
         return "delivered";
       }
       if (!bus || !(await store.load(sessionId))) return "not_found";
-      await bus.publish({ kind: "notify", session: sessionId, from: ctx.instance, ...note });
+      await bus.publish({ kind: "notify", session: sessionId, from: deps.instance, ...note });
       return "forwarded";
     },
 
