@@ -31,6 +31,16 @@ export type Scenario =
     /** Interleave malformed SSE lines and split chunks mid-line. */
     malformed?: boolean;
     model?: string;
+    /** Reasoning streamed before the answer, as `delta.reasoning`. */
+    reasoning?: string[];
+    /** Send it as `reasoning_details` text instead of `delta.reasoning`. */
+    reasoningDetails?: boolean;
+    /**
+     * Tool calls the model asks for, after the tokens; the stream then ends with
+     * `finish_reason: "tool_calls"`. `arguments` is sent as is (it may be bad JSON),
+     * split into `fragments` pieces (default 3), as OpenAI-compatible providers do.
+     */
+    toolCalls?: { id?: string; name: string; arguments: string; fragments?: number }[];
   }
   | {
     kind: "http_error";
@@ -64,7 +74,13 @@ export interface RecordedRequest {
   body: {
     model?: string;
     models?: string[];
-    messages?: { role: string; content: string }[];
+    messages?: {
+      role: string;
+      content: string | null;
+      tool_calls?: { id: string; function: { name: string; arguments: string } }[];
+      tool_call_id?: string;
+    }[];
+    tools?: { type: string; function: { name: string; description?: string } }[];
     stream?: boolean;
     stream_options?: { include_usage?: boolean };
     user?: string;
@@ -137,7 +153,7 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
     const last = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ??
       "";
     for (const [marker, scenario] of rules) if (last.includes(marker)) return scenario;
-    return queue.shift() ?? { kind: "stream" };
+    return queue.shift() ?? defaultScenario(body);
   }
 
   async function handle(req: Request): Promise<Response> {
@@ -161,6 +177,7 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
       "openai/gpt-4-turbo";
     const question = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")
       ?.content ?? "";
+    const toolCalls = scenario.kind === "stream" ? scenario.toolCalls ?? [] : [];
 
     if (scenario.kind === "http_error") {
       const headers: Record<string, string> = {};
@@ -179,7 +196,7 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
       return new Response(null, { status: 499 });
     }
     if (body.stream === false) {
-      const text = defaultReply(question).join("");
+      const text = defaultReply(question ?? "").join("");
       return Response.json({
         id,
         model,
@@ -238,10 +255,23 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
           send(": OPENROUTER PROCESSING\n\n");
           const tokens = scenario.kind === "stream" && scenario.tokens
             ? scenario.tokens
-            : defaultReply(question);
+            : toolCalls.length > 0
+            ? []
+            : defaultReply(question ?? "");
           const gap = scenario.kind === "stream" && scenario.gapMs !== undefined
             ? scenario.gapMs
             : opts.tokenDelayMs ?? 20;
+          if (scenario.kind === "stream" && scenario.reasoning) {
+            for (const [i, thought] of scenario.reasoning.entries()) {
+              if (i > 0) await wait(gap);
+              send(chunk(
+                scenario.reasoningDetails
+                  ? { reasoning_details: [{ type: "reasoning.text", text: thought, index: 0 }] }
+                  : { reasoning: thought },
+                null,
+              ));
+            }
+          }
           if (scenario.kind === "stream" && scenario.firstTokenDelayMs) {
             const until = Date.now() + scenario.firstTokenDelayMs;
             while (!gone.aborted && Date.now() < until) {
@@ -290,10 +320,32 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
               send("data: [DONE]\n\n");
               return;
             case "stream": {
+              for (const [index, call] of toolCalls.entries()) {
+                const n = Math.max(1, call.fragments ?? 3);
+                const size = Math.ceil(call.arguments.length / n);
+                send(chunk({
+                  tool_calls: [{
+                    index,
+                    id: call.id ?? `call_sim_${counter}_${index}`,
+                    type: "function",
+                    function: { name: call.name, arguments: "" },
+                  }],
+                }, null));
+                for (let at = 0; at < call.arguments.length; at += size) {
+                  await wait(gap);
+                  send(chunk({
+                    tool_calls: [{
+                      index,
+                      function: { arguments: call.arguments.slice(at, at + size) },
+                    }],
+                  }, null));
+                }
+              }
               if (scenario.endAbruptly) return;
               const usage = usageFor(body, tokens.length);
               const where = scenario.usage ?? "empty_choices";
-              const finish = scenario.finishReason ?? "stop";
+              const finish = scenario.finishReason ??
+                (toolCalls.length > 0 ? "tool_calls" : "stop");
               send(chunk({ content: "" }, finish, where === "with_choices" ? { usage } : {}));
               if (where === "empty_choices") {
                 send(
@@ -352,8 +404,44 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
   };
 }
 
+/**
+ * What the simulator does when nothing is scripted: answers the question, and
+ * — so `deno task dev` shows the agent loop without an account — calls an
+ * offered tool whose name the question mentions ("what time is it?" calls
+ * `current_time`), then answers from what the tool returned.
+ */
+function defaultScenario(body: RecordedRequest["body"]): Scenario {
+  const messages = body.messages ?? [];
+  const last = messages[messages.length - 1];
+  if (last?.role === "tool") {
+    const results = [];
+    for (let i = messages.length - 1; i >= 0 && messages[i].role === "tool"; i--) {
+      results.unshift(String(messages[i].content ?? "").slice(0, 200));
+    }
+    const text = `Simulated answer from the tool results: ${results.join("; ")}. ` +
+      `(The offline simulator called the tool for you.)`;
+    return { kind: "stream", tokens: text.split(/(?<= )/) };
+  }
+  const question = String(last?.content ?? "").toLowerCase();
+  const offered = (body.tools ?? []).map((t) => t.function.name);
+  const wanted = offered.filter((name) =>
+    question.includes(name.toLowerCase()) ||
+    (name === "current_time" && /\btime\b/.test(question))
+  );
+  if (wanted.length > 0) {
+    return {
+      kind: "stream",
+      toolCalls: wanted.map((name) => ({ name, arguments: "{}" })),
+    };
+  }
+  return { kind: "stream" };
+}
+
 function usageFor(body: RecordedRequest["body"], completionTokens: number) {
-  const prompt = (body.messages ?? []).reduce((n, m) => n + m.content.split(/\s+/).length, 0);
+  const prompt = (body.messages ?? []).reduce(
+    (n, m) => n + String(m.content ?? "").split(/\s+/).length,
+    0,
+  );
   return {
     prompt_tokens: prompt,
     completion_tokens: completionTokens,

@@ -18,9 +18,12 @@ export interface ServerProcess {
 const entry = new URL("../supabase/functions/agent_websocket/index.ts", import.meta.url).pathname;
 
 /** Starts the function with `env` on a free port and waits until it listens. */
-export async function startServerProcess(env: Record<string, string>): Promise<ServerProcess> {
+export async function startServerProcess(
+  env: Record<string, string>,
+  file = entry,
+): Promise<ServerProcess> {
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", "--allow-env", "--allow-read", entry],
+    args: ["run", "--allow-net", "--allow-env", "--allow-read", file],
     env: { PORT: "0", LOG_LEVEL: "info", NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
