@@ -356,7 +356,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       replayed: plan.frames.length,
       resume_window_ms: config.resumeWindowMs,
     });
-    for (const f of plan.frames) target.sendRaw(f.json);
+    for (const f of plan.frames) target.sendReplay(f.json);
     log.info("session_resumed", { session: target.id, replayed: plan.frames.length });
   }
 

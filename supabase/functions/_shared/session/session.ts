@@ -176,6 +176,19 @@ export class Session {
     }
   }
 
+  /**
+   * Sends a replayed frame. Not held to the hard limit: the replay is bounded
+   * by the replay log itself, and a client catching up on a long answer is
+   * not one that stopped reading.
+   */
+  sendReplay(json: string): void {
+    try {
+      this.socket?.send(json);
+    } catch {
+      // The socket closed meanwhile; onClose handles it.
+    }
+  }
+
   /** A client that stopped reading: end its answer, close; it may resume when it can. */
   #overflow(ws: WebSocket): void {
     if (ws.readyState !== WebSocket.OPEN) return;
