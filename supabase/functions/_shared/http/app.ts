@@ -25,6 +25,7 @@ import { UserLimits } from "../platform/limits.ts";
 import { PostgresStore } from "../store/postgres.ts";
 import { createPgBus } from "../store/bus.ts";
 import { z } from "zod";
+import { pageResponse } from "./page.ts";
 
 /** The version reported by the health route. */
 export const VERSION = "1.0.0";
@@ -245,7 +246,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         });
       }
       if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
-        return new Response("Expected WebSocket request", { status: 400 });
+        return pageResponse(req) ?? new Response("Expected WebSocket request", { status: 400 });
       }
       const origin = req.headers.get("origin");
       if (origin && config.allowedOrigins.length > 0 && !config.allowedOrigins.includes(origin)) {
