@@ -246,7 +246,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         });
       }
       if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
-        return pageResponse(req) ?? new Response("Expected WebSocket request", { status: 400 });
+        return pageResponse(req, log) ??
+          new Response("Expected WebSocket request", { status: 400 });
       }
       const origin = req.headers.get("origin");
       if (origin && config.allowedOrigins.length > 0 && !config.allowedOrigins.includes(origin)) {

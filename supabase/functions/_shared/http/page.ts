@@ -8,6 +8,7 @@
  *
  * @module
  */
+import type { Logger } from "../platform/log.ts";
 
 const PAGE_DIR = new URL("../../agent_websocket/page/", import.meta.url);
 const SCRIPT_TAG = '<script type="module" src="./chat.js"></script>';
@@ -15,7 +16,7 @@ const SCRIPT_TAG = '<script type="module" src="./chat.js"></script>';
 /** The assembled page; `null` once reading it failed (e.g. a deploy without the files). */
 let cached: string | null | undefined;
 
-function assemble(): string | null {
+function assemble(log?: Pick<Logger, "warn">): string | null {
   if (cached !== undefined) return cached;
   try {
     const html = Deno.readTextFileSync(new URL("index.html", PAGE_DIR));
@@ -29,7 +30,7 @@ function assemble(): string | null {
   } catch (err) {
     // Deployed functions carry only their module graph, and hosted Supabase serves no
     // text/html anyway: without the files the request gets the usual 400.
-    console.warn(`chat page unavailable: ${err instanceof Error ? err.message : err}`);
+    log?.warn("page_unavailable", { err: String(err) });
     cached = null;
   }
   return cached;
@@ -45,16 +46,16 @@ function wantsPage(req: Request): boolean {
 /**
  * Answers a browser's `GET` (its `Accept` names `text/html`) with the chat
  * page; returns `null` for every other request, which the caller handles as
- * before.
+ * before. `log` hears once why the page could not be read, if it could not.
  *
  * @example
  * ```ts
  * Deno.serve((req) => pageResponse(req) ?? new Response("Expected WebSocket request", { status: 400 }));
  * ```
  */
-export function pageResponse(req: Request): Response | null {
+export function pageResponse(req: Request, log?: Pick<Logger, "warn">): Response | null {
   if (!wantsPage(req)) return null;
-  const html = assemble();
+  const html = assemble(log);
   if (html === null) return null;
   return new Response(html, {
     headers: {
