@@ -113,6 +113,9 @@ export interface Simulator {
 
 const encoder = new TextEncoder();
 
+/** Announced by a `drop` response and never reached, so the body ends mid-stream. */
+const DROP_CONTENT_LENGTH = 1 << 30;
+
 /**
  * The default reply: deterministic, derived from the question, streamed a
  * word at a time so a newcomer sees tokens arrive.
@@ -313,7 +316,9 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
               );
               return;
             case "drop":
-              controller.error(new Error("simulated connection drop"));
+              // Ending the body short of its announced content-length makes Deno cut the
+              // connection, as a dropped one looks to the client. Erroring the stream would
+              // too, but Deno's HTTP server then prints the error with a stack trace.
               return;
             case "stream_error":
               send(streamError(scenario, id, model));
@@ -380,6 +385,7 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
         "content-type": "text/event-stream",
         "cache-control": "no-cache",
         "x-generation-id": id,
+        ...(scenario.kind === "drop" ? { "content-length": String(DROP_CONTENT_LENGTH) } : {}),
       },
     });
   }
@@ -446,7 +452,9 @@ function usageFor(body: RecordedRequest["body"], completionTokens: number) {
     prompt_tokens: prompt,
     completion_tokens: completionTokens,
     total_tokens: prompt + completionTokens,
-    cost: 0.000001 * (prompt + completionTokens),
+    // $1 per million tokens. Dividing keeps the decimal exact (0.000037), where multiplying
+    // by 0.000001 showed float noise (0.000037000000000000004).
+    cost: (prompt + completionTokens) / 1_000_000,
   };
 }
 

@@ -113,6 +113,15 @@ Deno.test("auth: legacy HS256 tokens and the ?jwt= form are accepted", async () 
   });
 });
 
+Deno.test("auth: the legacy HS256 secret is read from JWT_SECRET, the name hosted Supabase allows", async () => {
+  await withAuth(async (stack, jwks) => {
+    const client = await connectWith(stack, await hs256(jwks));
+    await client.waitFor((f) => f.event === "connected", "connected");
+    await client.close();
+    await expectRefused(stack, await hs256(jwks, {}, "another-secret-0123456789abcdef"), "wrong");
+  }, { SUPABASE_JWT_SECRET: "", JWT_SECRET: HS_SECRET });
+});
+
 Deno.test("auth: bad tokens are refused with 4001, no session and no upstream call", async () => {
   await withAuth(async (stack, jwks) => {
     const now = Math.floor(Date.now() / 1000);

@@ -53,6 +53,7 @@ export function serveAgent(agent: AgentDefinition = {}): RunningServer {
     agent: agent.name ?? config.agentName,
     model: model.defaultModel,
     backend: model.name,
+    upstream: config.baseUrl,
     edge_runtime: edge,
     simulator: config.simulator,
   });

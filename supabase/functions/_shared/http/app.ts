@@ -33,6 +33,7 @@ import {
 } from "./upgrade.ts";
 import { notifyRoute } from "./notify.ts";
 import { json } from "./respond.ts";
+import { pageResponse } from "./page.ts";
 
 /** The version reported by the health route. */
 export const VERSION = "1.1.0";
@@ -189,7 +190,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         });
       }
       if ((req.headers.get("upgrade") ?? "").toLowerCase() !== "websocket") {
-        return new Response("Expected WebSocket request", { status: 400 });
+        return pageResponse(req, log) ??
+          new Response("Expected WebSocket request", { status: 400 });
       }
       const u: Upgrade = { req, cleanups: [] };
       try {

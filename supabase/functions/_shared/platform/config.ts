@@ -70,6 +70,9 @@ export const EnvSchema = z.object({
   AUTH_MODE: z.enum(["auto", "off", "supabase"]).default("auto"),
   SUPABASE_URL: z.url().optional(),
   SUPABASE_ANON_KEY: z.string().optional(),
+  // Hosted Supabase refuses secret names starting with SUPABASE_, hence JWT_SECRET; the old
+  // name still works where nothing refuses it (local `.env`, `deno task start`).
+  JWT_SECRET: z.string().min(16).optional(),
   SUPABASE_JWT_SECRET: z.string().min(16).optional(),
   JWT_ISSUER: z.string().optional(),
   JWT_AUDIENCE: z.string().min(1).default("authenticated"),
@@ -267,7 +270,7 @@ export function loadConfig(
         ? {
           supabaseUrl: e.SUPABASE_URL.replace(/\/+$/, ""),
           apiKey: e.SUPABASE_ANON_KEY ?? "public",
-          jwtSecret: e.SUPABASE_JWT_SECRET,
+          jwtSecret: e.JWT_SECRET ?? e.SUPABASE_JWT_SECRET,
           issuer: e.JWT_ISSUER ?? `${e.SUPABASE_URL.replace(/\/+$/, "")}/auth/v1`,
           audience: e.JWT_AUDIENCE,
         }
