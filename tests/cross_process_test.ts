@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "./assert.ts";
 import { DATABASE_URL, dbAvailable } from "./db.ts";
-import { isTerminal, TEST_API_KEY, TestClient } from "./helpers.ts";
+import postgres from "postgres";
+import { deadline, isTerminal, TEST_API_KEY, TestClient } from "./helpers.ts";
 import { type ServerProcess, startServerProcess } from "./process.ts";
 import { type Simulator, startSimulator } from "../dev/openrouter_simulator.ts";
 
@@ -18,6 +19,17 @@ function env(simUrl: string): Record<string, string> {
     NOTIFY_SECRET,
     RATE_LIMIT_BURST: "100",
   };
+}
+
+/** Polls an async condition every 20 ms until it holds, or fails after `ms`. */
+async function eventually(check: () => Promise<boolean>, what: string, ms = 5000) {
+  await deadline(
+    (async () => {
+      while (!(await check())) await new Promise((r) => setTimeout(r, 20));
+    })(),
+    ms,
+    what,
+  );
 }
 
 /** Runs `fn` with the stand-in and two server processes on one database; cleans up after. */
@@ -157,3 +169,66 @@ Deno.test({
       await client.close();
     }),
 });
+
+for (const signal of ["SIGKILL", "SIGTERM"] as const) {
+  Deno.test({
+    name: `postgres: an approval waiting when its process gets ${signal} is granted on another`,
+    ignore: !dbAvailable,
+    fn: async () => {
+      const sim = startSimulator({ tokenDelayMs: 2 });
+      const fixture = new URL("./fixtures/approval_agent.ts", import.meta.url).pathname;
+      const a = await startServerProcess(env(sim.url), fixture);
+      const b = await startServerProcess(env(sim.url), fixture);
+      const sql = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+      try {
+        const { client, connected } = await TestClient.open(a.wsUrl);
+        sim.script(
+          {
+            kind: "stream",
+            tokens: ["Deleting. "],
+            toolCalls: [{ id: "del_1", name: "delete_file", arguments: '{"path":"/tmp/a"}' }],
+          },
+          { kind: "stream", tokens: ["Done."] },
+        );
+        const id = client.query("delete /tmp/a");
+        const call = await client.waitFor((f) => f.type === "tool_call", "tool_call on A");
+        assertEquals(call.needs_approval, true);
+        // Written down before the process goes (a flush is 10 ms here).
+        await eventually(async () => {
+          const [row] = await sql`
+            select suspended from agent_websocket.sessions where id = ${connected.session_id}`;
+          return row?.suspended?.query?.id === id;
+        }, "the waiting turn to be durable");
+        await a.kill(signal);
+        await client.closed;
+        const lastSeq = client.frames.filter((f) => f.seq > 0).at(-1)!.seq;
+        const again = await TestClient.connect(
+          `${b.wsUrl}?session_id=${connected.session_id}&last_seq=${lastSeq}`,
+        );
+        await again.waitFor((f) => f.event === "resumed", "resumed on B", 8000);
+        again.send({ type: "approval", id, tool_call_id: "del_1", approved: true });
+        const final = await again.terminal(id, 8000);
+        assertEquals([final.type, final.content], ["response", "Deleting. Done."]);
+        const result = again.frames.find((f) => f.type === "tool_result")!;
+        assertEquals(result.ok, true);
+        assertEquals(result.result.deleted, "/tmp/a");
+        const all = [...client.frames, ...again.frames].filter((f) => f.seq > 0);
+        all.forEach((f, i) => assertEquals(f.seq, i + 1, `seq at ${i}`));
+        assertEquals(all.filter((f) => f.id === id && isTerminal(f)).length, 1, "one terminal");
+        assertEquals(all.filter((f) => f.type === "tool_result").length, 1, "one tool_result");
+        assertEquals(sim.requests.length, 2, "the model was asked once more, by B");
+        await eventually(async () => {
+          const [row] = await sql`
+            select suspended from agent_websocket.sessions where id = ${connected.session_id}`;
+          return row.suspended === null;
+        }, "nothing to wait for any more");
+        await again.close();
+      } finally {
+        await sql.end({ timeout: 1 });
+        await a.kill("SIGTERM");
+        await b.kill("SIGTERM");
+        await sim.close();
+      }
+    },
+  });
+}

@@ -14,14 +14,11 @@ async function probe(): Promise<boolean> {
   const sql = postgres(DATABASE_URL, { max: 1, connect_timeout: 3, onnotice: () => {} });
   try {
     await sql`select 1`;
-    // The migration is idempotent: the tests apply it as `supabase db push` would.
-    const migration = await Deno.readTextFile(
-      new URL(
-        "../supabase/migrations/20261122000000_agent_websocket_sessions.sql",
-        import.meta.url,
-      ),
-    );
-    await sql.unsafe(migration);
+    // The migrations are idempotent: the tests apply them in order, as `supabase db push` would.
+    const dir = new URL("../supabase/migrations/", import.meta.url);
+    const files = [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) => n.endsWith(".sql"))
+      .sort();
+    for (const name of files) await sql.unsafe(await Deno.readTextFile(new URL(name, dir)));
     return true;
   } catch {
     return false;

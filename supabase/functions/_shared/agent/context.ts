@@ -73,7 +73,10 @@ export function createContexts(config: Config, log: Logger): Contexts {
 
   function forSession(session: Session): AgentContext {
     return {
-      user: session.user,
+      // Read at use: a turn carried on after a takeover starts before its socket is bound.
+      get user() {
+        return session.user;
+      },
       session: { id: session.id },
       state: session.state,
       log,

@@ -15,6 +15,7 @@ import type { Session, SessionOwner } from "./session.ts";
 import type { SessionRegistry } from "./registry.ts";
 import { notificationFrame, sayTakenOver } from "./socket.ts";
 import { sleep } from "../platform/backoff.ts";
+import { isCheckpoint } from "../turn/checkpoint.ts";
 
 /** How long a process waits for another to let go of a session it still holds. */
 const RELEASE_WAIT_MS = 2000;
@@ -92,8 +93,14 @@ export function createTakeover(deps: TakeoverDeps): Takeover {
         durable_seq: rec.lastSeq,
         client_seq: req.lastSeq,
         interrupted: rec.openQueries.length,
+        waiting: isCheckpoint(rec.suspended) ? rec.suspended.query.id : null,
       });
+      // A turn that was waiting for people carries on here; the others were cut off.
+      const waiting = isCheckpoint(rec.suspended) && rec.openQueries[0] === rec.suspended.query.id
+        ? rec.suspended
+        : undefined;
       for (const id of rec.openQueries) {
+        if (id === waiting?.query.id) continue;
         session.counters.errors++;
         session.emit(errorFrame(
           new AgentError("interrupted", "The server handling this query stopped; send it again", {
@@ -102,7 +109,8 @@ export function createTakeover(deps: TakeoverDeps): Takeover {
           id,
         ));
       }
-      if (rec.openQueries.length > 0) store.setOpenQueries(session.id, []);
+      if (waiting) session.turns.resume(waiting);
+      else if (rec.openQueries.length > 0) store.setOpenQueries(session.id, []);
       return session;
     },
 

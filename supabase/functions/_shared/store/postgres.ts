@@ -67,6 +67,8 @@ export class PostgresStore implements SessionStore {
   /** Frames being written right now: still visible to replays until committed. */
   #writing: PendingFrame[] = [];
   #open = new Map<string, string[]>();
+  /** Waiting turns to write (null clears one), in the same transaction as the frames. */
+  #suspended = new Map<string, unknown>();
   /** History of the sessions this process holds: it alone writes them, so reads stay local. */
   #history = new Map<string, ChatMessage[]>();
   /** History to write with the next batch, in the same transaction as the frames. */
@@ -104,6 +106,11 @@ export class PostgresStore implements SessionStore {
     this.#schedule();
   }
 
+  setSuspended(id: string, turn: unknown): void {
+    this.#suspended.set(id, turn);
+    this.#schedule();
+  }
+
   #schedule(): void {
     if (this.#timer !== undefined || this.#closed) return;
     this.#timer = setTimeout(() => {
@@ -126,11 +133,16 @@ export class PostgresStore implements SessionStore {
     }
     const creates = this.#creates;
     const open = this.#open;
+    const suspended = this.#suspended;
     const histories = this.#historyWrites;
     const deletes = this.#deletes;
     const frames = this.#frames.filter((f) => !deletes.has(f.sessionId));
-    if (creates.size + frames.length + open.size + histories.size + deletes.size === 0) return;
+    if (
+      creates.size + frames.length + open.size + suspended.size + histories.size + deletes.size ===
+        0
+    ) return;
     this.#creates = new Map();
+    this.#suspended = new Map();
     this.#historyWrites = new Map();
     this.#open = new Map();
     this.#deletes = new Set();
@@ -182,6 +194,13 @@ export class PostgresStore implements SessionStore {
             update agent_websocket.sessions set open_queries = ${ids}::text[]
             where id = ${id} and instance = ${this.#o.instance}`;
         }
+        for (const [id, turn] of suspended) {
+          if (deletes.has(id)) continue;
+          await tx`
+            update agent_websocket.sessions
+            set suspended = ${turn === null ? null : tx.json(turn as never)}
+            where id = ${id} and instance = ${this.#o.instance}`;
+        }
         if (deletes.size > 0) {
           await tx`delete from agent_websocket.sessions where id = any(${[...deletes]}::text[])`;
         }
@@ -190,6 +209,7 @@ export class PostgresStore implements SessionStore {
       // Put everything back in front of what came since, so order is kept for the retry.
       for (const [id, owner] of creates) if (!this.#creates.has(id)) this.#creates.set(id, owner);
       for (const [id, ids] of open) if (!this.#open.has(id)) this.#open.set(id, ids);
+      for (const [id, t] of suspended) if (!this.#suspended.has(id)) this.#suspended.set(id, t);
       for (const [id, h] of histories) {
         if (!this.#historyWrites.has(id)) this.#historyWrites.set(id, h);
       }
@@ -269,6 +289,7 @@ export class PostgresStore implements SessionStore {
     open_queries: string[];
     instance: string | null;
     alive: boolean;
+    suspended: unknown;
   }): SessionRecord {
     return {
       id: row.id,
@@ -277,12 +298,13 @@ export class PostgresStore implements SessionStore {
       openQueries: row.open_queries,
       instance: row.instance,
       instanceAlive: row.alive,
+      suspended: row.suspended ?? null,
     };
   }
 
   async load(id: string): Promise<SessionRecord | null> {
     const [row] = await this.sql`
-      select id, owner, last_seq, open_queries, instance,
+      select id, owner, last_seq, open_queries, instance, suspended,
         heartbeat_at > now() - ${this.#o.leaseMs} * interval '1 millisecond' as alive
       from agent_websocket.sessions
       where id = ${id} and expires_at > now()`;
@@ -298,7 +320,7 @@ export class PostgresStore implements SessionStore {
       set instance = ${this.#o.instance}, heartbeat_at = now(),
         expires_at = ${new Date(Date.now() + this.#o.expiryMs)}
       where id = ${id} and expires_at > now()
-      returning id, owner, last_seq, open_queries, instance, true as alive`;
+      returning id, owner, last_seq, open_queries, instance, suspended, true as alive`;
     return row ? this.#record(row as never) : null;
   }
 
@@ -313,6 +335,7 @@ export class PostgresStore implements SessionStore {
   async delete(id: string): Promise<void> {
     this.#creates.delete(id);
     this.#open.delete(id);
+    this.#suspended.delete(id);
     this.#history.delete(id);
     this.#historyWrites.delete(id);
     this.#frames = this.#frames.filter((f) => f.sessionId !== id);

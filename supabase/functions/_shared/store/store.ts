@@ -44,6 +44,8 @@ export interface SessionRecord {
   /** The process holding it, and whether that process said it was alive recently. */
   instance: string | null;
   instanceAlive: boolean;
+  /** A turn that was waiting for an approval or a client's tool result (turn/checkpoint.ts). */
+  suspended: unknown;
 }
 
 /**
@@ -65,6 +67,11 @@ export interface SessionStore {
   appendFrame(sessionId: string, frame: StoredFrame): void;
   /** Records which queries are accepted and not yet ended. */
   setOpenQueries(sessionId: string, ids: string[]): void;
+  /**
+   * Records the turn that waits for people (null: none), so another process
+   * can carry it on; a store that does not outlive the process ignores it.
+   */
+  setSuspended(sessionId: string, turn: unknown): void;
   framesAfter(sessionId: string, seq: number): Promise<ReplayResult>;
   /** Makes everything recorded so far durable. */
   flush(): Promise<void>;
@@ -148,6 +155,8 @@ export class MemoryStore implements SessionStore {
   }
 
   setOpenQueries(): void {}
+
+  setSuspended(): void {}
 
   flush(): Promise<void> {
     return Promise.resolve();

@@ -29,9 +29,19 @@ export interface ToolCallDeps {
   emit(frame: OutgoingFrame): void;
   log: Logger;
   timeouts: { serverMs: number; clientMs: number; approvalMs: number };
+  /** Results already in (a turn carried on from a checkpoint): not run again. */
+  finished?: Record<string, string>;
+  /**
+   * Carrying a turn on after another process stopped: its `tool_call` frames
+   * were sent already, and a server tool that was running there is not run
+   * twice (its side effects may have happened).
+   */
+  resuming?: boolean;
+  /** Each result, as the model will get it, when it is in. */
+  onResult?(toolCallId: string, content: string): void;
 }
 
-type ToolCall = Extract<ModelEvent, { type: "tool_call" }>;
+type ToolCall = Omit<Extract<ModelEvent, { type: "tool_call" }>, "type">;
 
 /** One call's outcome, as the `tool_result` frame says it. */
 type Outcome = { ok: true; result: unknown } | { ok: false; error: string };
@@ -89,6 +99,9 @@ async function runOne(
 ): Promise<Outcome> {
   if (!tool) return { ok: false, error: `Unknown tool: ${call.name.slice(0, 64)}` };
   if (args === null) return { ok: false, error: "The arguments were not a valid JSON object" };
+  if (deps.resuming && tool.executor === "server" && !tool.needsApproval) {
+    return { ok: false, error: "Interrupted: the server running this tool stopped" };
+  }
   if (tool.needsApproval) {
     const a = await waitAnswer(
       deps,
@@ -158,9 +171,11 @@ export async function runToolCalls(
   text: string,
 ): Promise<ChatMessage[]> {
   const { turn, emit, iteration } = deps;
+  const finished = deps.finished ?? {};
   const prepared = calls.map((call) => {
     const tool = deps.tools.get(call.name);
     const args = parseArguments(call.arguments);
+    if (deps.resuming) return { call, tool, args };
     emit({
       type: "tool_call",
       id: turn.id,
@@ -174,6 +189,7 @@ export async function runToolCalls(
     return { call, tool, args };
   });
   const outcomes = await Promise.all(prepared.map(async ({ call, tool, args }) => {
+    if (finished[call.id] !== undefined) return finished[call.id];
     const started = performance.now();
     let outcome: Outcome;
     try {
@@ -198,6 +214,7 @@ export async function runToolCalls(
       ...outcome,
       duration_ms: Math.round(performance.now() - started),
     });
+    deps.onResult?.(call.id, content);
     return content;
   }));
   turn.signal.throwIfAborted();

@@ -9,8 +9,8 @@
  */
 import type { Config } from "../platform/config.ts";
 import type { Logger } from "../platform/log.ts";
-import type { ChatMessage, ModelBackend, ModelEvent } from "../model/model.ts";
-import type { AgentDefinition, TurnContext, TurnOutcome } from "../agent/definition.ts";
+import type { ChatMessage, ModelBackend } from "../model/model.ts";
+import type { AgentDefinition, TurnContext, TurnOutcome, TurnParams } from "../agent/definition.ts";
 import type { ToolSet } from "../agent/tools.ts";
 import { AgentError, errorFrame } from "../protocol/errors.ts";
 import type { Usage } from "../protocol/wire.ts";
@@ -18,6 +18,7 @@ import type { Session } from "../session/session.ts";
 import { sleep } from "../platform/backoff.ts";
 import type { AbortWhy, InFlight } from "./turns.ts";
 import { runToolCalls } from "./tool_calls.ts";
+import type { CheckpointCall, TurnCheckpoint } from "./checkpoint.ts";
 
 /** How often a paused turn checks whether its client has caught up. */
 const DRAIN_POLL_MS = 10;
@@ -80,6 +81,7 @@ export function createTurnRunner(
     const signal = turn.signal;
     const started = performance.now();
     const ctx = deps.contextFor(session, turn);
+    const durable = session.store.durable;
     // Deltas not yet sent because the client is behind; sent as one when it catches up.
     let pending = "";
     const flush = () => {
@@ -100,12 +102,19 @@ export function createTurnRunner(
       draining = null;
       flush();
     };
-    let modelName = q.model ?? model.defaultModel;
-    let usage: Usage | null = null;
-    let reasoning = "";
-    let iterations = 0;
-    let toolCalls = 0;
+    const resumed = turn.checkpoint;
+    /** Whether a checkpoint of this turn may be in the store, to be cleared when it ends. */
+    let written = resumed !== undefined;
+    let modelName = resumed?.modelName ?? q.model ?? model.defaultModel;
+    let usage: Usage | null = resumed?.usage ?? null;
+    let reasoning = resumed?.reasoning ?? "";
+    let iterations = resumed?.iterations ?? 0;
+    let toolCalls = resumed?.toolCalls ?? 0;
     let finishReason = "stop";
+    if (resumed) {
+      turn.content = resumed.content;
+      turn.firstTokenMs = resumed.firstTokenMs;
+    }
     const outcome = (error: TurnOutcome["error"], reason = finishReason): TurnOutcome => ({
       id: q.id,
       finishReason: error ? "error" : reason,
@@ -120,25 +129,103 @@ export function createTurnRunner(
       toolCalls,
       error,
     });
-    session.emit({
-      type: "status",
-      id: q.id,
-      state: "thinking",
-      content: "Thinking...",
-      iteration: 1,
-    });
-    log.debug("query_start", { session: session.id, query: q.id });
+    if (!resumed) {
+      session.emit({
+        type: "status",
+        id: q.id,
+        state: "thinking",
+        content: "Thinking...",
+        iteration: 1,
+      });
+    }
+    log.debug("query_start", { session: session.id, query: q.id, resumed: !!resumed });
     try {
       const tools = deps.tools.forQuery(q.clientTools);
-      const [history, prompt, params] = await Promise.all([
-        session.store.history(session.id),
-        system(ctx),
-        agent.params?.(ctx),
-      ]);
-      modelName = params?.model ?? modelName;
-      const added: ChatMessage[] = [{ role: "user", content: q.content }];
-      const messages: ChatMessage[] = [{ role: "system", content: prompt }, ...history, ...added];
+      let params: TurnParams | null;
+      let messages: ChatMessage[];
+      let added: ChatMessage[];
+      if (resumed) {
+        ({ params, messages, added } = resumed);
+      } else {
+        const [history, prompt, p] = await Promise.all([
+          session.store.history(session.id),
+          system(ctx),
+          agent.params?.(ctx),
+        ]);
+        params = p ?? null;
+        modelName = params?.model ?? modelName;
+        added = [{ role: "user", content: q.content }];
+        messages = [{ role: "system", content: prompt }, ...history, ...added];
+      }
+      /** Runs one model turn's tool calls; with a durable store, waiting ones are written down. */
+      const runCalls = async (
+        calls: CheckpointCall[],
+        text: string,
+        finished: Record<string, string>,
+        resuming: boolean,
+      ) => {
+        const waits = calls.some((c) => {
+          const t = tools.get(c.name);
+          return t !== undefined && (t.needsApproval || t.executor === "client");
+        });
+        const checkpoint = (): TurnCheckpoint => ({
+          query: {
+            id: q.id,
+            content: q.content,
+            model: q.model,
+            stream: q.stream,
+            metadata: q.metadata,
+            clientTools: q.clientTools,
+          },
+          modelName,
+          params,
+          messages,
+          added,
+          iterations,
+          toolCalls,
+          usage,
+          reasoning,
+          content: turn.content,
+          firstTokenMs: turn.firstTokenMs,
+          text,
+          calls,
+          finished,
+        });
+        const keep = durable && waits;
+        if (keep) {
+          written = true;
+          session.store.setSuspended(session.id, checkpoint());
+        }
+        const exchange = await runToolCalls(
+          {
+            turn,
+            tools,
+            ctx,
+            iteration: iterations,
+            emit: (f) => session.emit(f),
+            log,
+            timeouts: {
+              serverMs: config.toolTimeoutMs,
+              clientMs: config.clientToolTimeoutMs,
+              approvalMs: config.approvalTimeoutMs,
+            },
+            finished,
+            resuming,
+            onResult: (id, content) => {
+              finished[id] = content;
+              if (keep && !signal.aborted) session.store.setSuspended(session.id, checkpoint());
+            },
+          },
+          calls,
+          text,
+        );
+        messages.push(...exchange);
+        added.push(...exchange);
+      };
       let text = "";
+      if (resumed) {
+        await runCalls(resumed.calls, resumed.text, { ...resumed.finished }, true);
+      }
       while (true) {
         iterations++;
         if (iterations > 1) {
@@ -151,7 +238,7 @@ export function createTurnRunner(
           });
         }
         text = "";
-        const calls: Extract<ModelEvent, { type: "tool_call" }>[] = [];
+        const calls: CheckpointCall[] = [];
         const events = model.stream({
           model: modelName,
           messages,
@@ -185,7 +272,7 @@ export function createTurnRunner(
               }
               break;
             case "tool_call":
-              calls.push(e);
+              calls.push({ id: e.id, name: e.name, arguments: e.arguments });
               break;
             case "usage":
               usage = addUsage(usage, e.usage);
@@ -213,28 +300,11 @@ export function createTurnRunner(
           break;
         }
         toolCalls += calls.length;
-        const exchange = await runToolCalls(
-          {
-            turn,
-            tools,
-            ctx,
-            iteration: iterations,
-            emit: (f) => session.emit(f),
-            log,
-            timeouts: {
-              serverMs: config.toolTimeoutMs,
-              clientMs: config.clientToolTimeoutMs,
-              approvalMs: config.approvalTimeoutMs,
-            },
-          },
-          calls,
-          text,
-        );
-        messages.push(...exchange);
-        added.push(...exchange);
+        await runCalls(calls, text, {}, false);
       }
       added.push({ role: "assistant", content: text });
       await session.store.appendHistory(session.id, added);
+      if (written) session.store.setSuspended(session.id, null);
       session.counters.responses++;
       session.counters.completionTokens += usage?.completion_tokens ?? 0;
       session.turns.markAnswered(q.id);
@@ -266,6 +336,8 @@ export function createTurnRunner(
     } catch (err) {
       const why = signal.aborted ? signal.reason as AbortWhy : undefined;
       flush();
+      // A released session keeps its waiting turn for the process that takes it over.
+      if (written && why !== "released") session.store.setSuspended(session.id, null);
       if (why === "cancel") {
         session.turns.endCancelled(q, turn.content, turn.firstTokenMs);
         await endHook(outcome(null, "cancelled"), ctx);

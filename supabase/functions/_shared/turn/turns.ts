@@ -10,6 +10,7 @@ import { AgentError } from "../protocol/errors.ts";
 import type { OutgoingFrame } from "../protocol/wire.ts";
 import type { SessionStore } from "../store/store.ts";
 import { type PendingQuery, QueryQueue } from "./queue.ts";
+import type { TurnCheckpoint } from "./checkpoint.ts";
 
 /** Why a query's work was aborted by us (the abort reason). */
 export type AbortWhy = "cancel" | "closed" | "released" | "slow_consumer";
@@ -39,7 +40,11 @@ export class InFlight {
   firstTokenMs: number | null = null;
   readonly #waits = new Map<string, { kind: ToolAnswer["kind"]; resolve(a: ToolAnswer): void }>();
 
-  constructor(readonly query: PendingQuery) {}
+  /**
+   * @param checkpoint set when this turn carries on one that waited in a
+   * process that stopped
+   */
+  constructor(readonly query: PendingQuery, readonly checkpoint?: TurnCheckpoint) {}
 
   get id(): string {
     return this.query.id;
@@ -203,6 +208,16 @@ export class Turns {
     return target;
   }
 
+  /**
+   * Carries on a turn that was waiting (for an approval or a client's tool
+   * result) in a process that stopped; it runs before anything queued.
+   */
+  resume(checkpoint: TurnCheckpoint): void {
+    this.host.counters.queries++;
+    this.#start({ ...checkpoint.query, receivedAt: performance.now() }, checkpoint);
+    this.#syncOpen();
+  }
+
   /** Ends a query as cancelled, with the text streamed so far. */
   endCancelled(query: PendingQuery, partial: string, firstTokenMs: number | null): void {
     this.host.counters.cancelled++;
@@ -259,8 +274,8 @@ export class Turns {
     if (!this.host.closed) this.host.store.setOpenQueries(this.host.id, this.openIds());
   }
 
-  async #start(query: PendingQuery): Promise<void> {
-    const turn = new InFlight(query);
+  async #start(query: PendingQuery, checkpoint?: TurnCheckpoint): Promise<void> {
+    const turn = new InFlight(query, checkpoint);
     this.#inFlight = turn;
     try {
       // The runner renders its own failures as the query's terminal frame.
