@@ -314,6 +314,57 @@ function badFeedback(rng: Rng): Case {
   }
 }
 
+/** Bad answers to tool calls: broken shapes, and well-formed ones nothing waits for. */
+function badToolAnswer(rng: Rng): Case {
+  const approval = rng.chance(0.5);
+  const base: Record<string, unknown> = approval
+    ? { type: "approval", id: goodId(rng), tool_call_id: goodId(rng), approved: rng.chance(0.5) }
+    : { type: "tool_result", id: goodId(rng), tool_call_id: goodId(rng), result: rng.text(20) };
+  switch (rng.int(4)) {
+    case 0:
+      base[rng.pick(["id", "tool_call_id"])] = rng.chance(0.3) ? undefined : badString(rng, 128);
+      return { kind: `${base.type} ids bad`, data: json(base), code: "invalid_message" };
+    case 1:
+      if (approval) base.approved = rng.pick([null, 1, "yes", [], {}]);
+      else base.error = rng.pick([1, true, [], {}, "e".repeat(4001)]);
+      return { kind: `${base.type} body bad`, data: json(base), code: "invalid_message" };
+    case 2:
+      if (approval) base.reason = rng.pick([1, [], "r".repeat(1001)]);
+      else base.error = rng.pick([null, 0]);
+      return { kind: `${base.type} extra bad`, data: json(base), code: "invalid_message" };
+    default:
+      // Well-formed, but no call of this session waits for it.
+      return { kind: `${base.type} unknown call`, data: json(base), code: "not_found" };
+  }
+}
+
+/** Queries declaring bad client tools: refused before they cost anything. */
+function badQueryTools(rng: Rng): Case {
+  const tool = (): unknown =>
+    rng.pick<unknown>([
+      null,
+      "get_weather",
+      {},
+      { name: "" },
+      { name: "a b" },
+      { name: "x".repeat(65) },
+      { name: "ok", parameters: { type: "array" } },
+      { name: "ok", parameters: [] },
+      { name: "ok", description: 7 },
+      { name: "ok", needs_approval: "yes" },
+    ]);
+  const tools = rng.chance(0.2)
+    ? rng.pick<unknown>(["tools", 1, {}, null])
+    : rng.chance(0.2)
+    ? [{ name: "dup" }, { name: "dup" }]
+    : Array.from({ length: 1 + rng.int(3) }, tool);
+  return {
+    kind: "query.tools bad",
+    data: json({ type: "query", id: goodId(rng), content: "use a tool", tools }),
+    code: "invalid_message",
+  };
+}
+
 function badPing(rng: Rng): Case {
   return {
     kind: "ping.id bad",
@@ -599,6 +650,8 @@ const GENERATORS: [number, (rng: Rng) => Case][] = [
   [10, badCommand],
   [8, badFeedback],
   [3, badPing],
+  [6, badToolAnswer],
+  [4, badQueryTools],
   [8, badType],
   [10, badJson],
   [4, huge],
