@@ -33,10 +33,14 @@ import {
 } from "./upgrade.ts";
 import { notifyRoute } from "./notify.ts";
 import { json } from "./respond.ts";
+import { closeQuietly } from "../session/socket.ts";
 import { pageResponse } from "./page.ts";
 
 /** The version reported by the health route. */
 export const VERSION = "1.1.0";
+
+/** How long an accepted upgrade may take to open before its slots are given back. */
+const OPEN_TIMEOUT_MS = 10_000;
 
 /** How long shutdown waits for clients to acknowledge their close frames. */
 const CLOSE_GRACE_MS = 2000;
@@ -145,14 +149,24 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   function upgrade(u: Upgrade): Response {
     const { socket, response } = acceptSocket(u.req, idle);
     const conn = runtime.onConnect(socket, new URL(u.req.url), u.identity);
-    const closed = new Promise<void>((resolve) =>
-      socket.addEventListener("close", () => resolve(), { once: true })
-    );
+    // A connection reset before the client read the 101 never opens nor closes the
+    // socket: after this long unopened it is given up, so its slots come back.
+    let openTimer: ReturnType<typeof setTimeout> | undefined;
+    const closed = new Promise<void>((resolve) => {
+      socket.addEventListener("close", () => resolve(), { once: true });
+      openTimer = setTimeout(() => {
+        log.info("upgrade_never_opened", {});
+        closeQuietly(socket, CLOSE.policy, "Never opened");
+        resolve();
+      }, OPEN_TIMEOUT_MS);
+    });
+    closed.then(() => clearTimeout(openTimer));
     closed.then(() => release(u));
     openSockets.add(closed);
     closed.then(() => openSockets.delete(closed));
     keepAliveUntil(closed);
     socket.addEventListener("open", () => {
+      clearTimeout(openTimer);
       runtime.onOpen(conn).catch((err) => {
         log.error("open_failed", { err: String(err) });
         try {
@@ -185,6 +199,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
           version: VERSION,
           sessions: sessions.size,
           in_flight: sessions.inFlight,
+          connections: open.count,
           uptime_s: Math.round((performance.now() - startedAt) / 1000),
           simulator: config.simulator,
         });
@@ -259,7 +274,15 @@ export function startServer(
     port: addr.port,
     async shutdown(reason) {
       await app.close(reason);
-      await server.shutdown();
+      // Deno's graceful shutdown waits for every connection, and one reset before its
+      // 101 was read never finishes: stop waiting after a grace period.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const stuck = await Promise.race([
+        server.shutdown().then(() => false),
+        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), CLOSE_GRACE_MS)),
+      ]);
+      clearTimeout(timer);
+      if (stuck) app.log.warn("shutdown_connections_stuck", { waited_ms: CLOSE_GRACE_MS });
     },
   };
 }
