@@ -10,6 +10,7 @@ import vm from "node:vm";
 import { type Config, loadConfig } from "../supabase/functions/_shared/platform/config.ts";
 import { type RunningServer, startServer } from "../supabase/functions/_shared/http/app.ts";
 import type { SessionStore } from "../supabase/functions/_shared/store/store.ts";
+import type { Verifier } from "../supabase/functions/_shared/platform/auth.ts";
 import {
   type Simulator,
   type SimulatorOptions,
@@ -58,7 +59,7 @@ export interface Stack {
 export async function startStack(
   env: Record<string, string> = {},
   simOpts: SimulatorOptions = {},
-  opts: { store?: SessionStore } = {},
+  opts: { store?: SessionStore; verifier?: Verifier } = {},
 ): Promise<Stack> {
   const sim = startSimulator({ tokenDelayMs: 2, ...simOpts });
   const result = loadConfig({
@@ -83,6 +84,7 @@ export async function startStack(
     logSink: (line) => logs.push(line),
     hostname: "127.0.0.1",
     store: opts.store,
+    verifier: opts.verifier,
   });
   return {
     sim,

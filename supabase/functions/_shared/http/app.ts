@@ -72,10 +72,10 @@ function timingSafeEqual(a: string, b: string): boolean {
   return diff === 0;
 }
 
-function json(body: unknown, status = 200): Response {
+function json(body: unknown, status = 200, headers: Record<string, string> = {}): Response {
   return new Response(JSON.stringify(body), {
     status,
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...headers },
   });
 }
 
@@ -265,6 +265,11 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         const result = token
           ? await verifier.verify(token)
           : { ok: false as const, reason: "no_token" };
+        if (!result.ok && result.retryable) {
+          // The token was not judged (key server slow or down): try again, not "bad token".
+          log.warn("auth_unavailable", { reason: result.reason });
+          return json({ error: "auth_unavailable" }, 503, { "retry-after": "1" });
+        }
         if (!result.ok) {
           log.info("auth_refused", { reason: result.reason });
           return refuse(
