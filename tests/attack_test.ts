@@ -8,6 +8,8 @@
 import { assert, assertEquals } from "./assert.ts";
 import { deadline, startStack, TestClient } from "./helpers.ts";
 import { es256, startAuthServer } from "./auth_server.ts";
+import { DATABASE_URL, dbAvailable } from "./db.ts";
+import postgres from "postgres";
 import { createSupabaseVerifier } from "../supabase/functions/_shared/platform/auth.ts";
 
 /** Opens a raw upgrade with the token as a subprotocol; resolves with the status line. */
@@ -131,4 +133,76 @@ Deno.test("attack: 1500 handshakes on a held JWKS: bounded waiters, one fetch, r
     await stack.close();
     await auth.close();
   }
+});
+
+Deno.test({
+  name: "attack: U+0000 and lone surrogates are refused at the frame, the store keeps writing",
+  ignore: !dbAvailable,
+  fn: async () => {
+    const stack = await startStack({
+      SESSION_STORE: "postgres",
+      DATABASE_URL,
+      FRAME_FLUSH_MS: "10",
+    });
+    const sql = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
+    try {
+      const { client: a, connected: ca } = await TestClient.open(stack.wsUrl);
+      const { client: b, connected: cb } = await TestClient.open(stack.wsUrl);
+      // Raw JSON text: the escapes are what an attacker (or JSON.stringify) sends.
+      const cases: [string, string, string | undefined][] = [
+        ['{"type":"query","id":"q1","content":"a\\u0000b"}', "content", "q1"],
+        ['{"type":"query","content":"hi","id":"x\\ud800"}', "id", undefined],
+        [
+          '{"type":"query","content":"hi","metadata":{"tags":["ok","\\udfff"]}}',
+          "metadata.tags.1",
+          undefined,
+        ],
+        ['{"type":"query","content":"hi","metadata":{"k\\u0000":1}}', "metadata", undefined],
+        ['{"content":"legacy \\ud83d"}', "content", undefined],
+        ['{"type":"command","name":"cancel","args":{"id":"\\u0000"}}', "args.id", undefined],
+        ['{"type":"command","name":"st\\u0000ats"}', "name", undefined],
+        ['{"type":"feedback","id":"q1","rating":"up","comment":"nice\\ud83d"}', "comment", "q1"],
+        ['{"type":"ping","id":"\\u0000"}', "id", undefined],
+      ];
+      for (const [text, path, id] of cases) {
+        a.send(text);
+        const err = await a.next((f) => f.type === "error", text);
+        assertEquals(
+          [err.code, err.issues?.[0]?.path, err.id],
+          ["invalid_message", path, id],
+          text,
+        );
+        assert(/U\+0000|surrogate/.test(err.issues[0].message), err.issues[0].message);
+      }
+      // A well-formed pair in an escape is text like any other.
+      a.send('{"type":"query","id":"smile","content":"smile \\ud83d\\ude00"}');
+      assertEquals((await a.terminal("smile")).type, "response");
+      const qa = a.query("good a");
+      const qb = b.query("good b");
+      await a.terminal(qa);
+      await b.terminal(qb);
+      // Both sessions' turns reach the database: nothing blocked the shared write.
+      const saved = async (id: string, text: string) => {
+        const [row] = await sql`select history::text as h from agent_websocket.sessions
+          where id = ${id}`;
+        return row?.h?.includes(text) ?? false;
+      };
+      await deadline(
+        (async () => {
+          while (!(await saved(ca.session_id, "good a") && await saved(cb.session_id, "good b"))) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        })(),
+        5000,
+        "both histories written",
+      );
+      assert(await saved(ca.session_id, "smile \u{1F600}"), "the emoji query is stored as sent");
+      assertEquals(stack.logs.filter((l) => l.includes("store_flush_failed")).length, 0);
+      await a.close();
+      await b.close();
+    } finally {
+      await sql.end({ timeout: 1 });
+      await stack.close();
+    }
+  },
 });
