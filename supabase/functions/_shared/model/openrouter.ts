@@ -10,7 +10,7 @@ import type { Config } from "../platform/config.ts";
 import type { ErrorCode, Usage } from "../protocol/frames.ts";
 import type { Logger } from "../platform/log.ts";
 import { fullJitterDelay, parseRetryAfter, sleep } from "../platform/backoff.ts";
-import { readSse } from "./sse.ts";
+import { readSse, SseEventTooLargeError } from "./sse.ts";
 import { linkSignals } from "../platform/signals.ts";
 
 /** One chat message as the upstream API takes it. */
@@ -146,6 +146,9 @@ function fromStreamError(error: Record<string, unknown>): UpstreamError {
 
 function toUpstreamError(err: unknown): UpstreamError {
   if (err instanceof UpstreamError) return err;
+  if (err instanceof SseEventTooLargeError) {
+    return new UpstreamError("upstream_error", "The model provider sent an oversized event", false);
+  }
   if (err instanceof Timeout) {
     return new UpstreamError(
       "upstream_timeout",
@@ -225,7 +228,7 @@ export function createUpstreamClient(
     let finishReason: string | null = null;
     let usage: Usage | null = null;
     let sawDone = false;
-    for await (const msg of readSse(res.body)) {
+    for await (const msg of readSse(res.body, { maxEventBytes: config.maxSseEventBytes })) {
       // Checked per event as well: Deno does not always error a body that is
       // mid-read when its fetch is aborted, and a cancel must stop the stream.
       if (signal.aborted) throw signal.reason;
