@@ -118,7 +118,18 @@ export function notificationFrame(
   content: string,
   data: Record<string, unknown> = {},
 ): OutgoingFrame {
-  const { type: _type, seq: _seq, timestamp: _timestamp, ...extra } = data;
+  // Fields that say what the frame is stay the server's: `data` cannot pose as
+  // a response (`id`, `done`) or rename the notification.
+  const {
+    type: _type,
+    seq: _seq,
+    timestamp: _timestamp,
+    id: _id,
+    done: _done,
+    event: _event,
+    content: _content,
+    ...extra
+  } = data;
   return { ...extra, type: "notification", event, content };
 }
 

@@ -11,7 +11,12 @@ import { MemoryStore, type SessionStore } from "../store/store.ts";
 import { createUpstreamClient, type UpstreamClient } from "../model/openrouter.ts";
 import { SessionRegistry } from "../session/registry.ts";
 import { type AgentHandler, CLOSE, createAgentHandler } from "../agent/handler.ts";
-import { JsonObject, offeredSubprotocols, SUBPROTOCOL } from "../protocol/frames.ts";
+import {
+  JsonObject,
+  offeredSubprotocols,
+  SUBPROTOCOL,
+  unstorableText,
+} from "../protocol/frames.ts";
 import { closeQuietly, sendSocketFrame } from "../agent/context.ts";
 import { keepAliveUntil } from "../platform/edge_runtime.ts";
 import {
@@ -23,7 +28,7 @@ import {
 } from "../platform/auth.ts";
 import { UserLimits } from "../platform/limits.ts";
 import { PostgresStore } from "../store/postgres.ts";
-import { createPgBus } from "../store/bus.ts";
+import { BusPayloadTooLargeError, createPgBus } from "../store/bus.ts";
 import { z } from "zod";
 
 /** The version reported by the health route. */
@@ -183,8 +188,21 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
       }, 400);
     }
+    const unstorable = unstorableText(parsed.data);
+    if (unstorable) return json({ error: "invalid_body", issues: [unstorable] }, 400);
     const { session_id, event, content, data } = parsed.data;
-    const outcome = await agent.notify(session_id, { event, content, data });
+    let outcome;
+    try {
+      outcome = await agent.notify(session_id, { event, content, data });
+    } catch (err) {
+      if (!(err instanceof BusPayloadTooLargeError)) throw err;
+      return json({
+        error: "payload_too_large",
+        message:
+          `The notification is ${err.bytes} bytes as UTF-8 JSON; at most ${err.limitBytes} ` +
+          "can reach a session on another process",
+      }, 413);
+    }
     if (outcome === "not_found") return json({ error: "not_found" }, 404);
     return json({ delivered: outcome }, outcome === "delivered" ? 200 : 202);
   }
@@ -233,7 +251,13 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   return {
     async fetch(req) {
       const url = new URL(req.url);
-      if (req.method === "POST" && url.pathname.endsWith("/notify")) return notify(req);
+      if (req.method === "POST" && url.pathname.endsWith("/notify")) {
+        // One JSON log line and a JSON 500, never Deno's raw stack trace.
+        return notify(req).catch((err) => {
+          log.error("notify_failed", { err: String(err) });
+          return json({ error: "internal_error" }, 500);
+        });
+      }
       if (req.method === "GET" && url.pathname.endsWith("/health")) {
         return json({
           status: "ok",
