@@ -6,7 +6,7 @@
  * @module
  */
 import { assert, assertEquals } from "./assert.ts";
-import { deadline, startStack, TestClient } from "./helpers.ts";
+import { collectGarbage, deadline, eventually, startStack, TestClient } from "./helpers.ts";
 import { es256, startAuthServer } from "./auth_server.ts";
 import { DATABASE_URL, dbAvailable } from "./db.ts";
 import postgres from "postgres";
@@ -205,4 +205,190 @@ Deno.test({
       await stack.close();
     }
   },
+});
+
+/**
+ * An upstream that answers the first request with `total` bytes of one
+ * unfinished event (one endless line, or data lines with no blank line), and
+ * any later request with a normal short answer. Counts the bytes it produced.
+ */
+function startOversizedUpstream(shape: "line" | "lines", total: number) {
+  let produced = 0;
+  let requests = 0;
+  const chunk = new TextEncoder().encode(
+    shape === "line" ? "a".repeat(65_536) : "data: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n".repeat(1820),
+  );
+  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, () => {
+    if (requests++ > 0) {
+      const ok = { choices: [{ delta: { content: "fine" }, finish_reason: "stop" }] };
+      return new Response(`data: ${JSON.stringify(ok)}\n\ndata: [DONE]\n\n`, {
+        headers: { "content-type": "text/event-stream" },
+      });
+    }
+    const head = new TextEncoder().encode(shape === "line" ? ": hi\n\ndata: " : ": hi\n\n");
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(head);
+      },
+      pull(c) {
+        if (produced >= total) return c.close();
+        produced += chunk.byteLength;
+        c.enqueue(chunk.slice());
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, { headers: { "content-type": "text/event-stream" } });
+  });
+  return {
+    url: `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`,
+    get produced() {
+      return produced;
+    },
+    close: () => server.shutdown(),
+  };
+}
+
+for (const shape of ["line", "lines"] as const) {
+  Deno.test(`attack: a 100 MB upstream event (${shape}) ends the answer at MAX_SSE_EVENT_BYTES`, async () => {
+    const upstream = startOversizedUpstream(shape, 100 * 1024 * 1024);
+    const stack = await startStack({ OPENROUTER_BASE_URL: upstream.url });
+    try {
+      const { client } = await TestClient.open(stack.wsUrl);
+      collectGarbage();
+      const before = Deno.memoryUsage().rss;
+      let peak = before;
+      const sampler = setInterval(() => peak = Math.max(peak, Deno.memoryUsage().rss), 5);
+      const id = client.query("tell me everything");
+      const end = await client.terminal(id, 10_000);
+      clearInterval(sampler);
+      peak = Math.max(peak, Deno.memoryUsage().rss);
+      assertEquals([end.type, end.code, end.retryable], ["error", "upstream_error", false]);
+      assertEquals(end.message, "The model provider sent an oversized event");
+      const mb = (n: number) => (n / 1024 / 1024).toFixed(1);
+      assert(
+        upstream.produced < 16 * 1024 * 1024,
+        `read stopped early: ${mb(upstream.produced)} MB`,
+      );
+      assert(peak - before < 64 * 1024 * 1024, `RSS ${mb(before)} → peak ${mb(peak)} MB`);
+      // Not retried, and the session goes on.
+      const next = client.query("again");
+      assertEquals((await client.terminal(next)).content, "fine");
+      await client.close();
+      console.log(
+        `oversized ${shape}: upstream produced ${mb(upstream.produced)} MB of 100; ` +
+          `RSS ${mb(before)} → peak ${mb(peak)} MB`,
+      );
+    } finally {
+      await stack.close();
+      await upstream.close();
+    }
+  });
+}
+
+Deno.test({
+  name: "attack: /notify over NOTIFY's 8000 bytes gets a JSON 413; data cannot pose as a response",
+  ignore: !dbAvailable,
+  fn: async () => {
+    const secret = "notify-secret-for-tests-0123456789";
+    const env = {
+      SESSION_STORE: "postgres",
+      DATABASE_URL,
+      FRAME_FLUSH_MS: "10",
+      NOTIFY_SECRET: secret,
+    };
+    const a = await startStack(env);
+    const b = await startStack(env);
+    try {
+      const { client, connected } = await TestClient.open(a.wsUrl);
+      const post = (url: string, body: Record<string, unknown>) =>
+        fetch(`${url}/notify`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${secret}`, "content-type": "application/json" },
+          body: JSON.stringify({ session_id: connected.session_id, ...body }),
+        });
+      // Forwarded once B can see the session (A writes it within a few ms).
+      await deadline(
+        (async () => {
+          for (;;) {
+            const res = await post(b.server.url, { content: "small" });
+            await res.body?.cancel();
+            if (res.status === 202) return;
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        })(),
+        5000,
+        "B to see the session",
+      );
+      await client.waitFor((f) => f.content === "small", "the forwarded notification");
+      // 4000 × "€" passes the 4000-character bound: 12 000 bytes on the bus.
+      const big = await post(b.server.url, { content: "€".repeat(4000) });
+      assertEquals(big.status, 413);
+      const body = await big.json();
+      assertEquals(body.error, "payload_too_large");
+      assert(/\d+ bytes/.test(body.message), body.message);
+      assertEquals(b.logs.filter((l) => !l.startsWith("{")).length, 0, "every log line is JSON");
+      // Text the store cannot hold is refused before it reaches a session.
+      const nul = await post(a.server.url, { content: "a\u0000b" });
+      assertEquals([nul.status, (await nul.json()).issues[0].path], [400, "content"]);
+      // A frame's own fields stay the server's, locally and across processes.
+      const data = { id: "q-evil", done: true, type: "response", seq: 1, event: "x", content: "y" };
+      for (const stack of [a, b]) {
+        const from = client.frames.length;
+        const res = await post(stack.server.url, {
+          event: "job_done",
+          content: "ready",
+          data: { ...data, job: 7 },
+        });
+        await res.body?.cancel();
+        const note = await client.waitFor((f) => f.event === "job_done", "job_done", 3000, from);
+        assertEquals(note.type, "notification");
+        assertEquals([note.content, note.job, note.id, note.done], [
+          "ready",
+          7,
+          undefined,
+          undefined,
+        ]);
+        assert(note.seq > 1, "seq is the session's");
+      }
+      await client.close();
+    } finally {
+      await a.close();
+      await b.close();
+    }
+  },
+});
+
+Deno.test("attack: reconnecting does not reset a user's query rate", async () => {
+  const auth = await startAuthServer();
+  const stack = await startStack({
+    AUTH_MODE: "supabase",
+    SUPABASE_URL: auth.url,
+    RESUME_WINDOW_SECONDS: "0",
+    RATE_LIMIT_BURST: "10",
+    RATE_LIMIT_PER_MINUTE: "60",
+  });
+  try {
+    const token = await es256(auth);
+    const started = performance.now();
+    let accepted = 0;
+    for (let round = 0; round < 5; round++) {
+      const client = await TestClient.connect(stack.wsUrl, ["agent-websocket.v1", `jwt-${token}`]);
+      await client.waitFor((f) => f.event === "connected", "connected");
+      const ids = Array.from({ length: 15 }, (_, i) => client.query(`q${round}.${i}`));
+      const ends = await Promise.all(ids.map((id) => client.terminal(id, 5000)));
+      accepted += ends.filter((f) => f.type === "response").length;
+      assert(
+        ends.every((f) => f.type === "response" || f.code === "rate_limited"),
+        JSON.stringify(ends.filter((f) => f.type !== "response" && f.code !== "rate_limited")),
+      );
+      await client.close();
+      await eventually(() => stack.server.app.sessions.size === 0, "the session is gone");
+    }
+    const seconds = (performance.now() - started) / 1000;
+    // The burst once, plus one a second of refill: not 10 per reconnect.
+    assert(accepted <= 10 + Math.ceil(seconds), `${accepted} accepted in ${seconds.toFixed(1)} s`);
+    console.log(`5 reconnects × 15 queries: ${accepted} accepted in ${seconds.toFixed(1)} s`);
+  } finally {
+    await stack.close();
+    await auth.close();
+  }
 });
