@@ -1,62 +1,31 @@
-import { exportJWK, generateKeyPair, type JWTPayload, SignJWT } from "jose";
+import type { JWTPayload } from "jose";
 import { assert, assertEquals } from "./assert.ts";
 import { eventually, type Stack, startStack, TestClient } from "./helpers.ts";
+import {
+  type AuthServer,
+  claims,
+  es256,
+  hs256 as signHs256,
+  startAuthServer,
+} from "./auth_server.ts";
+import {
+  createSupabaseVerifier,
+  type SupabaseAuthOptions,
+} from "../supabase/functions/_shared/platform/auth.ts";
 
 const HS_SECRET = "legacy-hs256-secret-for-tests-only-0123456789";
 
-/** A stand-in for the project's auth server: only the JWKS route. */
-async function startJwks() {
-  const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
-  const jwk = { ...(await exportJWK(publicKey)), kid: "key-1", alg: "ES256", use: "sig" };
-  let fetches = 0;
-  const server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen: () => {} }, (req) => {
-    if (new URL(req.url).pathname === "/auth/v1/.well-known/jwks.json") {
-      fetches++;
-      return Response.json({ keys: [jwk] });
-    }
-    return new Response("not found", { status: 404 });
-  });
-  const url = `http://127.0.0.1:${(server.addr as Deno.NetAddr).port}`;
-  return {
-    url,
-    privateKey,
-    get fetches() {
-      return fetches;
-    },
-    close: () => server.shutdown(),
-  };
-}
-
-type Jwks = Awaited<ReturnType<typeof startJwks>>;
-
-function claims(jwks: Jwks, over: JWTPayload = {}): JWTPayload {
-  const now = Math.floor(Date.now() / 1000);
-  return {
-    sub: "user-1",
-    role: "authenticated",
-    aud: "authenticated",
-    iss: `${jwks.url}/auth/v1`,
-    iat: now,
-    exp: now + 3600,
-    ...over,
-  };
-}
-
-function es256(jwks: Jwks, over: JWTPayload = {}, kid = "key-1"): Promise<string> {
-  return new SignJWT(claims(jwks, over)).setProtectedHeader({ alg: "ES256", kid, typ: "JWT" })
-    .sign(jwks.privateKey);
-}
+type Jwks = AuthServer;
 
 function hs256(jwks: Jwks, over: JWTPayload = {}, secret = HS_SECRET): Promise<string> {
-  return new SignJWT(claims(jwks, over)).setProtectedHeader({ alg: "HS256", typ: "JWT" })
-    .sign(new TextEncoder().encode(secret));
+  return signHs256(jwks, secret, over);
 }
 
 const b64url = (v: unknown) =>
   btoa(JSON.stringify(v)).replace(/=+$/, "").replace(/\+/g, "-").replace(/\//g, "_");
 
 async function withAuth(fn: (stack: Stack, jwks: Jwks) => Promise<void>, env = {}) {
-  const jwks = await startJwks();
+  const jwks = await startAuthServer();
   const stack = await startStack({
     AUTH_MODE: "supabase",
     SUPABASE_URL: jwks.url,
@@ -250,5 +219,110 @@ Deno.test("limits: beyond MAX_CONNECTIONS new sockets get 503", async () => {
     await b.close();
   } finally {
     await stack.close();
+  }
+});
+
+Deno.test("auth: ES256 and HS256 get the same 30 s clock leeway", async () => {
+  await withAuth(async (stack, jwks) => {
+    const now = Math.floor(Date.now() / 1000);
+    for (const sign of [es256, hs256]) {
+      const late = await connectWith(stack, await sign(jwks, { exp: now - 10 }));
+      await late.waitFor((f) => f.event === "connected", `${sign.name}: 10 s late is tolerated`);
+      await late.close();
+      await expectRefused(stack, await sign(jwks, { exp: now - 60 }), `${sign.name}: 60 s late`);
+      const early = await connectWith(stack, await sign(jwks, { nbf: now + 10 }));
+      await early.waitFor((f) => f.event === "connected", `${sign.name}: 10 s early is tolerated`);
+      await early.close();
+    }
+  });
+});
+
+function verifierFor(jwks: Jwks, over: Partial<SupabaseAuthOptions> = {}) {
+  return createSupabaseVerifier({
+    supabaseUrl: jwks.url,
+    issuer: `${jwks.url}/auth/v1`,
+    audience: "authenticated",
+    jwtSecret: HS_SECRET,
+    ...over,
+  });
+}
+
+Deno.test("auth: a verified user carries the token's expiry and every claim", async () => {
+  const jwks = await startAuthServer();
+  try {
+    const exp = Math.floor(Date.now() / 1000) + 90;
+    const extra = { exp, app_metadata: { plan: "pro" }, email: "a@example.com" };
+    for (const token of [await es256(jwks, extra), await hs256(jwks, extra)]) {
+      const r = await verifierFor(jwks).verify(token);
+      assert(r.ok, JSON.stringify(r));
+      assertEquals(r.user.id, "user-1");
+      assertEquals(r.user.role, "authenticated");
+      assertEquals(r.user.expiresAt, exp * 1000);
+      assertEquals(r.user.claims.app_metadata, { plan: "pro" });
+      assertEquals(r.user.claims.email, "a@example.com");
+    }
+  } finally {
+    await jwks.close();
+  }
+});
+
+Deno.test("auth: a JWKS that is down is asked once per backoff, and the client may retry", async () => {
+  const jwks = await startAuthServer();
+  try {
+    jwks.failWith(500);
+    const verifier = verifierFor(jwks);
+    const token = await es256(jwks);
+    for (let i = 0; i < 20; i++) {
+      const r = await verifier.verify(token);
+      assertEquals([r.ok, !r.ok && r.retryable], [false, true], "not judged: retryable");
+    }
+    assertEquals(jwks.fetches, 1, "one fetch for 20 handshakes while it is down");
+    assertEquals(jwks.userCalls, 0);
+    // Through the server: 503 (try again), not 4001 (bad token).
+    const stack = await startStack({ AUTH_MODE: "supabase", SUPABASE_URL: jwks.url }, {}, {
+      verifier: verifierFor(jwks, { failureBackoffMs: 0 }),
+    });
+    try {
+      const res = await fetch(stack.server.url, {
+        headers: {
+          upgrade: "websocket",
+          connection: "Upgrade",
+          "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+          "sec-websocket-version": "13",
+          "sec-websocket-protocol": `agent-websocket.v1, jwt-${token}`,
+        },
+      });
+      assertEquals([res.status, res.headers.get("retry-after")], [503, "1"]);
+      await res.body?.cancel();
+      jwks.failWith(null);
+      const back = await connectWith(stack, token);
+      await back.waitFor((f) => f.event === "connected", "served once the JWKS is back");
+      await back.close();
+    } finally {
+      await stack.close();
+    }
+  } finally {
+    await jwks.close();
+  }
+});
+
+Deno.test("auth: a verification waits for a held JWKS at most timeoutMs", async () => {
+  const jwks = await startAuthServer();
+  try {
+    jwks.hold();
+    const verifier = verifierFor(jwks, { timeoutMs: 200 });
+    const started = performance.now();
+    const results = await Promise.all(
+      Array.from({ length: 5 }, async () => verifier.verify(await es256(jwks))),
+    );
+    const waited = performance.now() - started;
+    for (const r of results) {
+      assert(!r.ok && r.retryable && /timeout/i.test(r.reason), JSON.stringify(r));
+    }
+    assert(waited < 1000, `waited ${waited.toFixed(0)} ms`);
+    assertEquals(verifier.pending, 0, "slots given back");
+    assertEquals(jwks.fetches, 1);
+  } finally {
+    await jwks.close();
   }
 });

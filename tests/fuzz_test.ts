@@ -25,6 +25,7 @@ import {
   TestClient,
 } from "./helpers.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
+import { unstorableText } from "../supabase/functions/_shared/protocol/frames.ts";
 
 const FRAMES = Number(Deno.env.get("FUZZ_FRAMES") ?? "3000");
 const SEED = Deno.env.get("FUZZ_SEED") !== undefined
@@ -597,7 +598,7 @@ function proto(rng: Rng): Case {
   ]);
 }
 
-/** NUL characters and lone surrogates, escaped and raw. */
+/** NUL characters and lone surrogates, escaped (refused as `invalid_message`, see `unstorable`) and raw. */
 function oddChars(rng: Rng): Case {
   const odd = rng.pick(["\u0000", "\ud800", "\udfff", "\ud800\u0000", "\udbff\udbff"]);
   return rng.pick<Case>([
@@ -671,6 +672,23 @@ function generate(rng: Rng): Case {
   throw new Error("unreachable");
 }
 
+/**
+ * Whether the server refuses a frame for U+0000 or a lone surrogate, which it
+ * checks right after parsing the JSON, before anything else about the frame.
+ * A raw lone surrogate becomes U+FFFD on the way (UTF-8), so it does not count.
+ */
+function unstorable(data: string | Uint8Array): boolean {
+  if (typeof data !== "string" || bytes(data) > MAX_BYTES) return false;
+  let value: unknown;
+  try {
+    value = JSON.parse(data.toWellFormed());
+  } catch {
+    return false;
+  }
+  return typeof value === "object" && value !== null && !Array.isArray(value) &&
+    unstorableText(value) !== null;
+}
+
 function preview(data: string | Uint8Array): string {
   if (typeof data !== "string") return `<binary ${data.length} bytes>`;
   return data.length > 120 ? `${json(data.slice(0, 100))}… (${data.length} units)` : json(data);
@@ -699,7 +717,8 @@ async function fuzzSocket(
     for (let i = 0; i < size; i++) {
       const c = generate(rng);
       client.send(c.data);
-      expected.push({ type: "error", code: c.code, kind: c.kind, preview: preview(c.data) });
+      const code = unstorable(c.data) ? "invalid_message" : c.code;
+      expected.push({ type: "error", code, kind: c.kind, preview: preview(c.data) });
       kinds.set(c.kind, (kinds.get(c.kind) ?? 0) + 1);
     }
     sent += size;

@@ -11,6 +11,7 @@ import { type Config, loadConfig } from "../supabase/functions/_shared/platform/
 import { type RunningServer, startServer } from "../supabase/functions/_shared/http/app.ts";
 import type { SessionStore } from "../supabase/functions/_shared/store/store.ts";
 import type { AgentDefinition } from "../supabase/functions/_shared/agent/definition.ts";
+import type { Verifier } from "../supabase/functions/_shared/platform/auth.ts";
 import {
   type Simulator,
   type SimulatorOptions,
@@ -59,7 +60,7 @@ export interface Stack {
 export async function startStack(
   env: Record<string, string> = {},
   simOpts: SimulatorOptions = {},
-  opts: { store?: SessionStore; agent?: AgentDefinition } = {},
+  opts: { store?: SessionStore; agent?: AgentDefinition; verifier?: Verifier } = {},
 ): Promise<Stack> {
   const sim = startSimulator({ tokenDelayMs: 2, ...simOpts });
   const result = loadConfig({
@@ -85,6 +86,7 @@ export async function startStack(
     hostname: "127.0.0.1",
     store: opts.store,
     agent: opts.agent,
+    verifier: opts.verifier,
   });
   return {
     sim,

@@ -192,7 +192,13 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   return {
     async fetch(req) {
       const url = new URL(req.url);
-      if (req.method === "POST" && url.pathname.endsWith("/notify")) return notify(req);
+      if (req.method === "POST" && url.pathname.endsWith("/notify")) {
+        // One JSON log line and a JSON 500, never Deno's raw stack trace.
+        return notify(req).catch((err) => {
+          log.error("notify_failed", { err: String(err) });
+          return json({ error: "internal_error" }, 500);
+        });
+      }
       if (req.method === "GET" && url.pathname.endsWith("/health")) {
         return json({
           status: "ok",

@@ -5,7 +5,8 @@
  * @module
  */
 import { z } from "zod";
-import { JsonObject } from "../protocol/frames.ts";
+import { JsonObject, unstorableText } from "../protocol/frames.ts";
+import { BusPayloadTooLargeError } from "../store/bus.ts";
 import type { AgentRuntime } from "../agent/runtime.ts";
 import { json } from "./respond.ts";
 
@@ -58,8 +59,21 @@ export function notifyRoute(
         issues: parsed.error.issues.map((i) => ({ path: i.path.join("."), message: i.message })),
       }, 400);
     }
+    const unstorable = unstorableText(parsed.data);
+    if (unstorable) return json({ error: "invalid_body", issues: [unstorable] }, 400);
     const { session_id, event, content, data } = parsed.data;
-    const outcome = await runtime.notify(session_id, { event, content, data });
+    let outcome;
+    try {
+      outcome = await runtime.notify(session_id, { event, content, data });
+    } catch (err) {
+      if (!(err instanceof BusPayloadTooLargeError)) throw err;
+      return json({
+        error: "payload_too_large",
+        message:
+          `The notification is ${err.bytes} bytes as UTF-8 JSON; at most ${err.limitBytes} ` +
+          "can reach a session on another process",
+      }, 413);
+    }
     if (outcome === "not_found") return json({ error: "not_found" }, 404);
     return json({ delivered: outcome }, outcome === "delivered" ? 200 : 202);
   };

@@ -14,6 +14,7 @@ import { CLOSE, SUBPROTOCOL } from "../protocol/codes.ts";
 import { offeredSubprotocols } from "../protocol/frames.ts";
 import { closeQuietly, sendSocketFrame } from "../session/socket.ts";
 import type { Identity } from "../agent/runtime.ts";
+import { json } from "./respond.ts";
 
 /** What the steps learn about one upgrade. */
 export interface Upgrade {
@@ -158,6 +159,11 @@ export function authenticate(verifier: Verifier, idleTimeout: number, log: Logge
     const result = token
       ? await verifier.verify(token)
       : { ok: false as const, reason: "no_token" };
+    if (!result.ok && result.retryable) {
+      // The token was not judged (key server slow or down): try again, not "bad token".
+      log.warn("auth_unavailable", { reason: result.reason });
+      return json({ error: "auth_unavailable" }, 503, { "retry-after": "1" });
+    }
     if (!result.ok || !token) {
       log.info("auth_refused", { reason: result.ok ? "no_token" : result.reason });
       return refuseSocket(

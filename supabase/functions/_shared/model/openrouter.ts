@@ -15,7 +15,7 @@ import { AgentError } from "../protocol/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import { fullJitterDelay, parseRetryAfter, sleep } from "../platform/backoff.ts";
 import { linkSignals } from "../platform/signals.ts";
-import { readSse } from "./sse.ts";
+import { readSse, SseEventTooLargeError } from "./sse.ts";
 import type { ModelBackend, ModelEvent, ModelRequest } from "./model.ts";
 
 /** What {@linkcode openRouter} lets a deployer override; the rest comes from the environment. */
@@ -125,6 +125,9 @@ function fromStreamError(error: Record<string, unknown>): AgentError {
 
 function toAgentError(err: unknown): AgentError {
   if (err instanceof AgentError) return err;
+  if (err instanceof SseEventTooLargeError) {
+    return upstreamError("upstream_error", "The model provider sent an oversized event", false);
+  }
   if (err instanceof Timeout) {
     return upstreamError(
       "upstream_timeout",
@@ -304,7 +307,7 @@ export function createOpenRouter(
       progress.started = true;
       progress.onFirst();
     };
-    for await (const msg of readSse(res.body)) {
+    for await (const msg of readSse(res.body, { maxEventBytes: config.maxSseEventBytes })) {
       // Checked per event as well: Deno does not always error a body that is
       // mid-read when its fetch is aborted, and a cancel must stop the stream.
       if (signal.aborted) throw signal.reason;

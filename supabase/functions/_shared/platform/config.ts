@@ -54,6 +54,7 @@ export const EnvSchema = z.object({
   UPSTREAM_RETRIES: integer(2, 0, 10),
   UPSTREAM_RETRY_BASE_MS: integer(500, 1),
   UPSTREAM_RETRY_MAX_MS: integer(8_000, 1),
+  MAX_SSE_EVENT_BYTES: integer(1_048_576, 1024),
   APP_URL: z.url().optional(),
   APP_TITLE: z.string().trim().min(1).max(200).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -79,6 +80,7 @@ export const EnvSchema = z.object({
   ALLOWED_ORIGINS: csv,
   MAX_CONNECTIONS: integer(1000, 1),
   MAX_CONNECTIONS_PER_USER: integer(5, 1),
+  MAX_SESSIONS_PER_USER: integer(20, 1),
   HARD_MAX_MESSAGE_BYTES: integer(1_048_576, 1024),
   SEND_HIGH_WATER_BYTES: integer(262_144, 1024),
   SEND_HARD_LIMIT_BYTES: integer(4_194_304, 4096),
@@ -124,6 +126,8 @@ export interface Config {
   retries: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** Largest upstream SSE event (or line) read; past it the answer ends with `upstream_error`. */
+  maxSseEventBytes: number;
   appUrl: string | undefined;
   appTitle: string | undefined;
   logLevel: "debug" | "info" | "warn" | "error";
@@ -155,6 +159,8 @@ export interface Config {
   allowedOrigins: string[];
   maxConnections: number;
   maxConnectionsPerUser: number;
+  /** Sessions per user (or client address without auth), attached or waiting for a resume. */
+  maxSessionsPerUser: number;
   /** Frames over this close the socket with 1009 instead of getting an error frame. */
   hardMaxMessageBytes: number;
   /** Above this many queued bytes a socket's deltas are coalesced and upstream reading waits. */
@@ -251,6 +257,7 @@ export function loadConfig(
       retries: e.UPSTREAM_RETRIES,
       retryBaseMs: e.UPSTREAM_RETRY_BASE_MS,
       retryMaxMs: e.UPSTREAM_RETRY_MAX_MS,
+      maxSseEventBytes: e.MAX_SSE_EVENT_BYTES,
       appUrl: e.APP_URL,
       appTitle: e.APP_TITLE,
       logLevel: e.LOG_LEVEL,
@@ -278,6 +285,7 @@ export function loadConfig(
       allowedOrigins: e.ALLOWED_ORIGINS,
       maxConnections: e.MAX_CONNECTIONS,
       maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
+      maxSessionsPerUser: e.MAX_SESSIONS_PER_USER,
       hardMaxMessageBytes: Math.max(e.HARD_MAX_MESSAGE_BYTES, e.MAX_MESSAGE_BYTES),
       sendHighWaterBytes: e.SEND_HIGH_WATER_BYTES,
       sendHardLimitBytes: Math.max(e.SEND_HARD_LIMIT_BYTES, e.SEND_HIGH_WATER_BYTES),

@@ -151,7 +151,79 @@ function invalid(
 /** A string id the client gave, so that even a rejected frame's error can name it. */
 function clientId(value: Record<string, unknown>): string | undefined {
   const v = value.id;
-  return typeof v === "string" && v.length > 0 && v.length <= 128 ? v : undefined;
+  return typeof v === "string" && v.length > 0 && v.length <= 128 && isStorableText(v)
+    ? v
+    : undefined;
+}
+
+/**
+ * Whether a string can be stored: Postgres `text` and `jsonb` refuse U+0000,
+ * and an unpaired surrogate has no UTF-8 form. One such string used to fail
+ * the shared write of every session on a process.
+ *
+ * @example
+ * ```ts
+ * isStorableText("héllo 👋"); // true
+ * isStorableText("a\u0000b"); // false
+ * isStorableText("\ud800"); // false
+ * ```
+ */
+export function isStorableText(s: string): boolean {
+  return s.isWellFormed() && !s.includes("\0");
+}
+
+const UNSTORABLE = "must not contain U+0000 or an unpaired surrogate";
+
+/**
+ * The path of the first string in `value` (a key or a value, at any depth)
+ * that {@linkcode isStorableText} refuses, with what is wrong; null when all
+ * can be stored. The path never repeats the refused text. `nul: false` skips
+ * the U+0000 search when the caller knows there can be none.
+ *
+ * @example
+ * ```ts
+ * unstorableText({ metadata: { tags: ["ok", "\u0000"] } });
+ * // { path: "metadata.tags.1", message: "Text must not contain U+0000 or an unpaired surrogate" }
+ * ```
+ */
+export function unstorableText(
+  value: unknown,
+  opts: { nul?: boolean } = {},
+): { path: string; message: string } | null {
+  const nul = opts.nul ?? true;
+  const ok = (s: string) => s.isWellFormed() && !(nul && s.includes("\0"));
+  // Iterative: deeply nested metadata must not overflow the stack.
+  const stack: [unknown, string][] = [[value, ""]];
+  const join = (path: string, key: string) => (path ? `${path}.${key}` : key).slice(0, 200);
+  while (stack.length > 0) {
+    const [v, path] = stack.pop()!;
+    if (typeof v === "string") {
+      if (!ok(v)) return { path, message: `Text ${UNSTORABLE}` };
+    } else if (Array.isArray(v)) {
+      for (let i = v.length - 1; i >= 0; i--) stack.push([v[i], join(path, String(i))]);
+    } else if (typeof v === "object" && v !== null) {
+      const entries = Object.entries(v);
+      for (let i = entries.length - 1; i >= 0; i--) {
+        const [key, child] = entries[i];
+        if (!ok(key)) return { path, message: `A key ${UNSTORABLE}` };
+        stack.push([child, join(path, key)]);
+      }
+    }
+  }
+  return null;
+}
+
+/**
+ * Finds text a frame may not carry, cheaply. In JSON, U+0000 and unpaired
+ * surrogates can only come as `\u` escapes (JSON refuses raw control
+ * characters, and a WebSocket text frame is valid UTF-8), so a frame without a
+ * backslash-u skips the walk. Searching for the backslash is fast; searching a
+ * two-byte string for U+0000 is not (V8 finds a zero byte in every ASCII
+ * character), so that search runs only when the frame has a `\u0000`.
+ */
+function unstorableInFrame(text: string, value: unknown) {
+  if (!text.includes("\\u") && text.isWellFormed()) return null;
+  return unstorableText(value, { nul: text.includes("\\u0000") });
 }
 
 /**
@@ -192,6 +264,14 @@ export function parseClientFrame(text: string, maxContentChars: number): ParseRe
     return invalid("invalid_message", "Frame must be a JSON object");
   }
   const obj = value as Record<string, unknown>;
+  const bad = unstorableInFrame(text, obj);
+  if (bad) {
+    // Refused, not replaced: a silently changed id or text would surprise more.
+    return invalid("invalid_message", "Frame contains U+0000 or an unpaired surrogate", {
+      id: clientId(obj),
+      issues: [bad],
+    });
+  }
   const candidate = asQuery(obj);
   let parsed: ReturnType<typeof ClientFrame.safeParse>;
   try {

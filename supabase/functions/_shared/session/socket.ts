@@ -79,6 +79,7 @@ export function notificationFrame(
   content: string,
   data: Record<string, unknown> = {},
 ): { type: "notification"; event: string; content: string; [k: string]: unknown } {
-  const { type: _t, seq: _s, timestamp: _ts, id: _id, done: _d, ...extra } = data;
+  const { type: _t, seq: _s, timestamp: _ts, id: _id, done: _d, event: _e, content: _c, ...extra } =
+    data;
   return { ...extra, type: "notification", event, content };
 }

@@ -13,6 +13,31 @@ import { JsonObject } from "../protocol/frames.ts";
 /** The channel every process listens on. */
 export const CHANNEL = "agent_websocket";
 
+/** Postgres refuses a NOTIFY payload of 8000 bytes or more. */
+export const NOTIFY_MAX_BYTES = 7999;
+
+/**
+ * A message too large for one NOTIFY. Thrown by `publish` before anything is
+ * sent, so a caller can answer with a clear 413 instead of a database error.
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await bus.publish(msg);
+ * } catch (err) {
+ *   if (err instanceof BusPayloadTooLargeError) console.log(err.bytes, err.limitBytes);
+ * }
+ * ```
+ */
+export class BusPayloadTooLargeError extends Error {
+  constructor(readonly bytes: number, readonly limitBytes = NOTIFY_MAX_BYTES) {
+    super(`Bus message is ${bytes} bytes; NOTIFY takes at most ${limitBytes}`);
+    this.name = "BusPayloadTooLargeError";
+  }
+}
+
+const encoder = new TextEncoder();
+
 /** A message between processes. */
 export const BusMessage = z.discriminatedUnion("kind", [
   /** `to` should flush and let go of `session`; `from` wants it. */
@@ -35,6 +60,7 @@ export type BusMessage = z.infer<typeof BusMessage>;
 
 /** Publish and subscribe between processes. */
 export interface Bus {
+  /** Sends `msg` to every process; {@linkcode BusPayloadTooLargeError} when it cannot fit. */
   publish(msg: BusMessage): Promise<void>;
   /** Starts listening; resolves once the subscription is active. */
   subscribe(fn: (msg: BusMessage) => void): Promise<void>;
@@ -53,8 +79,13 @@ export interface Bus {
 export function createPgBus(sql: postgres.Sql): Bus {
   return {
     async publish(msg) {
-      // NOTIFY payloads are limited to 8000 bytes; the notify route bounds content below that.
-      await sql.notify(CHANNEL, JSON.stringify(msg));
+      const payload = JSON.stringify(msg);
+      // Characters are not bytes: 4000 × "€" passes a 4000-character bound as 12 000 bytes.
+      const bytes = payload.length <= NOTIFY_MAX_BYTES / 3
+        ? payload.length
+        : encoder.encode(payload).byteLength;
+      if (bytes > NOTIFY_MAX_BYTES) throw new BusPayloadTooLargeError(bytes);
+      await sql.notify(CHANNEL, payload);
     },
     async subscribe(fn) {
       await sql.listen(CHANNEL, (payload) => {
