@@ -10,6 +10,8 @@ Deno.test("a client that stops reading pauses the upstream and loses nothing whe
     SEND_HIGH_WATER_BYTES: String(HIGH_WATER),
     SEND_HARD_LIMIT_BYTES: "1048576",
     UPSTREAM_TOTAL_TIMEOUT_SECONDS: "60",
+    MAX_ANSWER_CHARS: "100000000",
+    SLOW_CONSUMER_SECONDS: "600",
   });
   const proxy = startTcpProxy(stack.server.port);
   try {
@@ -60,6 +62,8 @@ Deno.test("past the hard limit a client that does not read gets slow_consumer an
     SEND_HIGH_WATER_BYTES: "16384",
     SEND_HARD_LIMIT_BYTES: "65536",
     RESUME_WINDOW_SECONDS: "5",
+    MAX_ANSWER_CHARS: "100000000",
+    SLOW_CONSUMER_SECONDS: "600",
   });
   const proxy = startTcpProxy(stack.server.port);
   try {

@@ -96,6 +96,8 @@ async function soakStack(store: TrackingStore, env: Record<string, string> = {})
       RESUME_WINDOW_SECONDS: "0",
       LOG_LEVEL: "warn",
       MAX_CONNECTIONS: "100000",
+      // Every socket comes from 127.0.0.1: the per-address session bound must not count here.
+      MAX_SESSIONS_PER_USER: "100000",
       // Only a client going away may end an endless answer, never a timeout.
       UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS: "600",
       UPSTREAM_TOTAL_TIMEOUT_SECONDS: "600",

@@ -35,6 +35,8 @@ export interface Commands {
  */
 export function createCommands(deps: {
   log: Logger;
+  /** Takes a rate-limit token for a session: 0 when allowed, else ms to wait. */
+  take(session: Session): number;
   own: Record<string, CommandHandler>;
   contextFor(session: Session, commandId?: string): CommandContext;
 }): Commands {
@@ -85,7 +87,7 @@ export function createCommands(deps: {
         completion_tokens: c.completionTokens,
         queued: session.turns.waiting,
         in_flight: session.turns.inFlight?.id ?? null,
-        feedback: session.feedback.length,
+        feedback: session.feedback.size,
         age_s: Math.round((Date.now() - session.createdAt) / 1000),
       });
     },
@@ -126,12 +128,22 @@ export function createCommands(deps: {
       if (!session.turns.answered(frame.id)) {
         throw new AgentError("not_found", "No response with that id in this session");
       }
-      session.feedback.push({
+      const wait = deps.take(session);
+      if (wait > 0) {
+        throw new AgentError("rate_limited", "Too many frames; slow down", {
+          retryable: true,
+          retryAfterMs: wait,
+        });
+      }
+      const kept = session.feedback.add({
         id: frame.id,
         rating: frame.rating,
         comment: frame.comment,
         at: new Date().toISOString(),
       });
+      if (kept === "full") {
+        throw new AgentError("queue_full", "This session holds as much feedback as it may");
+      }
       log.info("feedback", { session: session.id, query: frame.id, rating: frame.rating });
       session.emit({
         type: "notification",

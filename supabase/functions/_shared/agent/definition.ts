@@ -34,6 +34,8 @@ export interface AgentUser {
   role?: string;
   /** Every claim of the access token (email, app_metadata, …). */
   claims: Record<string, unknown>;
+  /** When the token expires (ms since the epoch); the socket is closed then (4003). */
+  expiresAt?: number;
 }
 
 /** What every hook is told. */

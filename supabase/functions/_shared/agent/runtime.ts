@@ -49,6 +49,10 @@ export interface Connection {
   token: string | null;
   /** The id sent upstream as OpenRouter's `user`. */
   upstreamUser?: string;
+  /** Whom per-user bounds count this socket's session under (user id, else client address). */
+  limitKey: string;
+  /** Closes the socket when its access token expires. */
+  expiry?: ReturnType<typeof setTimeout>;
   /** What `onConnect` stored; merged into the session's state. */
   state: Record<string, unknown>;
   /** Null until the socket is open and its session created or resumed. */
@@ -71,8 +75,11 @@ export interface Identity {
 export interface AgentRuntime {
   /** The model backend in use. */
   readonly model: ModelBackend;
-  /** Called at upgrade time, with the URL the client connected to and who it is. */
-  onConnect(socket: WebSocket, url: URL, who?: Identity): Connection;
+  /**
+   * Called at upgrade time, with the URL the client connected to, who it is
+   * (with auth on) and where it connects from.
+   */
+  onConnect(socket: WebSocket, url: URL, who?: Identity, address?: string): Connection;
   /** Runs `onConnect`, starts or resumes the session; resolves once it is ready. */
   onOpen(conn: Connection): Promise<void>;
   onMessage(conn: Connection, data: unknown): void;
@@ -147,6 +154,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
   });
   const commands = createCommands({
     log,
+    take: (session) => limits.take(session.rateKey),
     own: agent.commands ?? {},
     contextFor: contexts.forCommand,
   });
@@ -174,6 +182,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     instance: deps.instance,
     makeSession,
     release: (session) => endSession(session, "released"),
+    admit: (key) => admitSession(key),
   });
   bus?.subscribe((msg) => {
     takeover.onBus(msg).catch((err) => log.error("bus_message_failed", { err: String(err) }));
@@ -262,6 +271,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     if (session.closed) return Promise.resolve();
     session.close(why);
     sessions.delete(session.id);
+    limits.releaseSession(session.limitKey);
     limits.forget(session.rateKey);
     const done = why === "released" ? store.release(session.id) : store.delete(session.id);
     return done.catch((err) =>
@@ -304,10 +314,59 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     conn.session = session;
   }
 
-  function newSession(conn: Connection): Session {
+  /** Sessions waiting for a resume, oldest first; `key` narrows to one user's. */
+  function detached(key?: string): Session[] {
+    const out: Session[] = [];
+    for (const s of sessions.values()) {
+      if (s.detachedAt !== null && (key === undefined || s.limitKey === key)) out.push(s);
+    }
+    return out.sort((a, b) => a.detachedAt! - b.detachedAt!);
+  }
+
+  /**
+   * Makes room for a session of `key`: past the user's session bound, their
+   * oldest session waiting for a resume goes (its resume then says `not_found`).
+   * False when every session of theirs has a live socket.
+   */
+  function admitSession(key: string): boolean {
+    if (limits.acquireSession(key)) return true;
+    const oldest = detached(key)[0];
+    if (!oldest) return false;
+    log.info("session_evicted", { session: oldest.id, why: "sessions_per_user" });
+    endSession(oldest, "closed");
+    return limits.acquireSession(key);
+  }
+
+  /** Past the process's bounds on sessions and replay memory, the oldest detached ones go. */
+  function enforceBudget(): void {
+    if (sessions.size <= config.maxSessions && store.memoryBytes <= config.replayMemoryBytes) {
+      return;
+    }
+    for (const s of detached()) {
+      if (sessions.size <= config.maxSessions && store.memoryBytes <= config.replayMemoryBytes) {
+        break;
+      }
+      log.info("session_evicted", { session: s.id, why: "memory_budget" });
+      endSession(s, "closed");
+    }
+  }
+
+  function newSession(conn: Connection): Session | null {
+    if (!admitSession(conn.limitKey)) {
+      refuse(
+        conn,
+        new AgentError(
+          "too_many_connections",
+          `At most ${config.maxSessionsPerUser} sessions per user, all of them connected`,
+        ),
+      );
+      return null;
+    }
+    enforceBudget();
     const session = makeSession(crypto.randomUUID(), {
       owner: conn.user?.id ?? null,
       upstreamUser: conn.upstreamUser,
+      limitKey: conn.limitKey,
     });
     store.create(session.id, session.owner);
     bind(session, conn);
@@ -320,7 +379,11 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
   async function resume(conn: Connection, req: ResumeRequest): Promise<void> {
     const found = sessions.get(req.sessionId) ??
       (store.durable
-        ? await takeover.adopt(req, conn.user?.id ?? null, conn.upstreamUser).catch((err) => {
+        ? await takeover.adopt(req, {
+          owner: conn.user?.id ?? null,
+          upstreamUser: conn.upstreamUser,
+          limitKey: conn.limitKey,
+        }).catch((err) => {
           log.error("adopt_failed", { session: req.sessionId, err: String(err) });
           return undefined;
         })
@@ -336,6 +399,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     if (!plan.ok || !target) {
       log.info("resume_refused", { session: req.sessionId, code: plan.ok ? "" : plan.code });
       const fresh = newSession(conn);
+      if (!fresh) return;
       reject(
         fresh,
         new AgentError(plan.ok ? "not_found" : plan.code, plan.ok ? "" : plan.message),
@@ -436,6 +500,29 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     }
   }
 
+  /**
+   * A socket lives as long as its access token (with the same leeway the
+   * verification gives): then `token_expired` and close 4003, which tells the
+   * SDK to fetch a fresh token and resume.
+   */
+  function watchExpiry(conn: Connection): void {
+    const at = conn.user?.expiresAt;
+    if (at === undefined || conn.socket.readyState !== WebSocket.OPEN) return;
+    const ms = Math.max(0, at + (config.auth?.leewaySeconds ?? 30) * 1000 - Date.now());
+    conn.expiry = setTimeout(() => {
+      log.info("token_expired", { session: conn.session?.id });
+      sendSocketFrame(conn.socket, {
+        type: "error",
+        code: "token_expired",
+        message: "Your access token expired; reconnect with a fresh one to resume",
+        retryable: true,
+      });
+      closeQuietly(conn.socket, CLOSE.tokenExpired, "Token expired");
+    }, Math.min(ms, 2 ** 31 - 1));
+    // Under plain Deno a pending expiry alone must not keep the process alive.
+    if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(conn.expiry);
+  }
+
   /** Tells a socket why the deployer's `onConnect` refused it, and closes it. */
   function refuse(conn: Connection, err: unknown): void {
     if (!(err instanceof AgentError)) {
@@ -448,7 +535,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
   return {
     model,
 
-    onConnect(socket, url, who) {
+    onConnect(socket, url, who, address) {
       const parsed = parseResumeRequest(url);
       return {
         socket,
@@ -456,6 +543,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         user: who?.user ?? null,
         token: who?.token ?? null,
         upstreamUser: who?.upstreamUser,
+        limitKey: who ? who.user.id : `addr:${address ?? "unknown"}`,
         state: {},
         session: null,
         resume: parsed && !("error" in parsed) ? parsed : null,
@@ -476,8 +564,11 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       if (conn.resume) await resume(conn, conn.resume);
       else {
         const session = newSession(conn);
-        if (conn.badResume) reject(session, new AgentError("invalid_message", conn.badResume));
+        if (session && conn.badResume) {
+          reject(session, new AgentError("invalid_message", conn.badResume));
+        }
       }
+      watchExpiry(conn);
       // Frames that arrived while the session was being found are handled in order.
       const session = conn.session;
       const inbox = conn.inbox.splice(0);
@@ -498,6 +589,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     },
 
     onClose(conn, code, reason) {
+      clearTimeout(conn.expiry);
       const session = conn.session;
       // Deno keeps a closed socket (and so its listeners and this connection) until its
       // idle-timeout timer fires; cutting the links here lets the session go at once.
@@ -559,8 +651,12 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       sessions.startSweeper(
         policy,
         expire,
-        () =>
-          store.maintain().catch((err) => log.warn("store_upkeep_failed", { err: String(err) })),
+        () => {
+          enforceBudget();
+          return store.maintain().catch((err) =>
+            log.warn("store_upkeep_failed", { err: String(err) })
+          );
+        },
       );
       return () => sessions.stopSweeper();
     },

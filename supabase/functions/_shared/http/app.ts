@@ -39,9 +39,6 @@ import { pageResponse } from "./page.ts";
 /** The version reported by the health route. */
 export const VERSION = "1.1.0";
 
-/** How long an accepted upgrade may take to open before its slots are given back. */
-const OPEN_TIMEOUT_MS = 10_000;
-
 /** How long shutdown waits for clients to acknowledge their close frames. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -57,7 +54,8 @@ export interface AppOptions {
 
 /** A request handler plus the state behind it. */
 export interface App {
-  fetch(req: Request): Promise<Response>;
+  /** Answers one request; `info` (from `Deno.serve`) gives the client's address. */
+  fetch(req: Request, info?: Deno.ServeHandlerInfo): Promise<Response>;
   runtime: AgentRuntime;
   sessions: SessionRegistry;
   log: Logger;
@@ -114,6 +112,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     perUser: config.maxConnectionsPerUser,
     perMinute: config.rateLimitPerMinute,
     burst: config.rateLimitBurst,
+    sessionsPerUser: config.maxSessionsPerUser,
   });
   const verifier = opts.verifier ?? (config.auth ? createSupabaseVerifier(config.auth) : null);
   const agent = opts.agent ?? {};
@@ -148,7 +147,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   /** Wires an accepted socket to the runtime; every slot is given back when it ends. */
   function upgrade(u: Upgrade): Response {
     const { socket, response } = acceptSocket(u.req, idle);
-    const conn = runtime.onConnect(socket, new URL(u.req.url), u.identity);
+    const conn = runtime.onConnect(socket, new URL(u.req.url), u.identity, u.address);
     // A connection reset before the client read the 101 never opens nor closes the
     // socket: after this long unopened it is given up, so its slots come back.
     let openTimer: ReturnType<typeof setTimeout> | undefined;
@@ -158,7 +157,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         log.info("upgrade_never_opened", {});
         closeQuietly(socket, CLOSE.policy, "Never opened");
         resolve();
-      }, OPEN_TIMEOUT_MS);
+      }, config.handshakeTimeoutMs);
     });
     closed.then(() => clearTimeout(openTimer));
     closed.then(() => release(u));
@@ -190,7 +189,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   }
 
   return {
-    async fetch(req) {
+    async fetch(req, info) {
       const url = new URL(req.url);
       if (req.method === "POST" && url.pathname.endsWith("/notify")) {
         // One JSON log line and a JSON 500, never Deno's raw stack trace.
@@ -214,7 +213,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         return pageResponse(req, log) ??
           new Response("Expected WebSocket request", { status: 400 });
       }
-      const u: Upgrade = { req, cleanups: [] };
+      const addr = info?.remoteAddr as Deno.NetAddr | undefined;
+      const u: Upgrade = { req, cleanups: [], address: addr?.hostname };
       try {
         const refused = await runSteps(steps, u);
         if (refused) return refused;

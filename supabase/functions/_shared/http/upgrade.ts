@@ -21,6 +21,8 @@ export interface Upgrade {
   req: Request;
   /** Set by the authentication step. */
   identity?: Identity;
+  /** The client's address, when the server knows it. */
+  address?: string;
   /** Gives back what earlier steps took; runs once, when the socket ends or is refused. */
   cleanups: (() => void)[];
 }

@@ -77,10 +77,16 @@ export const EnvSchema = z.object({
   SUPABASE_JWT_SECRET: z.string().min(16).optional(),
   JWT_ISSUER: z.string().optional(),
   JWT_AUDIENCE: z.string().min(1).default("authenticated"),
+  JWT_LEEWAY_SECONDS: integer(30, 0, 600),
   ALLOWED_ORIGINS: csv,
   MAX_CONNECTIONS: integer(1000, 1),
   MAX_CONNECTIONS_PER_USER: integer(5, 1),
   MAX_SESSIONS_PER_USER: integer(20, 1),
+  MAX_SESSIONS: integer(10_000, 1),
+  REPLAY_MEMORY_BYTES: integer(67_108_864, 65_536),
+  HANDSHAKE_TIMEOUT_SECONDS: number(10, 0.05),
+  MAX_ANSWER_CHARS: integer(200_000, 100),
+  SLOW_CONSUMER_SECONDS: number(30, 0.05),
   HARD_MAX_MESSAGE_BYTES: integer(1_048_576, 1024),
   SEND_HIGH_WATER_BYTES: integer(262_144, 1024),
   SEND_HARD_LIMIT_BYTES: integer(4_194_304, 4096),
@@ -154,6 +160,8 @@ export interface Config {
     jwtSecret: string | undefined;
     issuer: string;
     audience: string;
+    /** Clock skew tolerated on `exp` and `nbf`, for every algorithm. */
+    leewaySeconds: number;
   } | null;
   /** Browser origins allowed to connect; empty allows every origin. */
   allowedOrigins: string[];
@@ -161,6 +169,16 @@ export interface Config {
   maxConnectionsPerUser: number;
   /** Sessions per user (or client address without auth), attached or waiting for a resume. */
   maxSessionsPerUser: number;
+  /** Sessions this process holds at most; past it the oldest waiting for a resume go. */
+  maxSessions: number;
+  /** Replay log bytes in this process's memory at most; past it the same. */
+  replayMemoryBytes: number;
+  /** How long an accepted upgrade may take to open before its slots are given back. */
+  handshakeTimeoutMs: number;
+  /** An answer longer than this ends with `answer_too_large`. */
+  maxAnswerChars: number;
+  /** A client behind for this long without catching up gets `slow_consumer`. */
+  slowConsumerMs: number;
   /** Frames over this close the socket with 1009 instead of getting an error frame. */
   hardMaxMessageBytes: number;
   /** Above this many queued bytes a socket's deltas are coalesced and upstream reading waits. */
@@ -280,12 +298,18 @@ export function loadConfig(
           jwtSecret: e.JWT_SECRET ?? e.SUPABASE_JWT_SECRET,
           issuer: e.JWT_ISSUER ?? `${e.SUPABASE_URL.replace(/\/+$/, "")}/auth/v1`,
           audience: e.JWT_AUDIENCE,
+          leewaySeconds: e.JWT_LEEWAY_SECONDS,
         }
         : null,
       allowedOrigins: e.ALLOWED_ORIGINS,
       maxConnections: e.MAX_CONNECTIONS,
       maxConnectionsPerUser: e.MAX_CONNECTIONS_PER_USER,
       maxSessionsPerUser: e.MAX_SESSIONS_PER_USER,
+      maxSessions: e.MAX_SESSIONS,
+      replayMemoryBytes: e.REPLAY_MEMORY_BYTES,
+      handshakeTimeoutMs: e.HANDSHAKE_TIMEOUT_SECONDS * 1000,
+      maxAnswerChars: e.MAX_ANSWER_CHARS,
+      slowConsumerMs: e.SLOW_CONSUMER_SECONDS * 1000,
       hardMaxMessageBytes: Math.max(e.HARD_MAX_MESSAGE_BYTES, e.MAX_MESSAGE_BYTES),
       sendHighWaterBytes: e.SEND_HIGH_WATER_BYTES,
       sendHardLimitBytes: Math.max(e.SEND_HARD_LIMIT_BYTES, e.SEND_HIGH_WATER_BYTES),

@@ -12,6 +12,7 @@ import type { SessionStore } from "../store/store.ts";
 import type { AgentUser } from "../agent/definition.ts";
 import { type TurnRunner, Turns } from "../turn/turns.ts";
 import { closeQuietly } from "./socket.ts";
+import { FeedbackLog } from "./feedback.ts";
 
 let lastMs = 0;
 let lastIso = "";
@@ -24,14 +25,6 @@ function isoNow(): string {
     lastIso = new Date(ms).toISOString();
   }
   return lastIso;
-}
-
-/** Feedback a client gave on a response. */
-export interface Feedback {
-  id: string;
-  rating: "up" | "down";
-  comment?: string;
-  at: string;
 }
 
 /** Per-session counters, reported by the `stats` command. */
@@ -59,6 +52,8 @@ export interface SessionOwner {
   owner: string | null;
   /** The non-identifying id sent upstream as `user`. */
   upstreamUser?: string;
+  /** Whom the per-user bounds count it under: the user id, or the client address without auth. */
+  limitKey: string;
 }
 
 /**
@@ -71,7 +66,7 @@ export interface SessionOwner {
  * });
  * const session = new Session(crypto.randomUUID(), store, {
  *   maxQueue: 10, sendHardLimitBytes: 4 << 20,
- * }, { owner: null }, async () => {});
+ * }, { owner: null, limitKey: "addr:127.0.0.1" }, async () => {});
  * session.emit({ type: "pong" });
  * ```
  */
@@ -86,7 +81,7 @@ export class Session {
   /** The queries of this session: waiting, running, answered. */
   readonly turns: Turns;
   readonly #sendHardLimit: number;
-  readonly feedback: Feedback[] = [];
+  readonly feedback = new FeedbackLog();
   /** The deployer's own per-session data (`ctx.state`). */
   readonly state: Record<string, unknown> = {};
   /** The user of the socket attached last, with their claims and token (for `ctx.supabase`). */
@@ -105,6 +100,7 @@ export class Session {
 
   readonly owner: string | null;
   readonly upstreamUser?: string;
+  readonly limitKey: string;
 
   /**
    * @param runTurn runs one of this session's queries to its terminal frame
@@ -121,6 +117,7 @@ export class Session {
     this.#seq = startSeq;
     this.owner = who.owner;
     this.upstreamUser = who.upstreamUser;
+    this.limitKey = who.limitKey;
     this.turns = new Turns(this, runTurn, opts.maxQueue);
     this.#sendHardLimit = opts.sendHardLimitBytes;
   }
@@ -167,7 +164,7 @@ export class Session {
     const ws = this.socket;
     if (ws && ws.readyState === WebSocket.OPEN) {
       // A client that stops reading must not grow our memory without bound.
-      if (ws.bufferedAmount > this.#sendHardLimit) return this.#overflow(ws);
+      if (ws.bufferedAmount > this.#sendHardLimit) return this.stoppedReading();
       try {
         ws.send(json);
       } catch {
@@ -190,8 +187,9 @@ export class Session {
   }
 
   /** A client that stopped reading: end its answer, close; it may resume when it can. */
-  #overflow(ws: WebSocket): void {
-    if (ws.readyState !== WebSocket.OPEN) return;
+  stoppedReading(): void {
+    const ws = this.socket;
+    if (!ws || ws.readyState !== WebSocket.OPEN) return;
     this.turns.stopInFlight("slow_consumer");
     closeQuietly(ws, CLOSE.tryAgainLater, "Client is not reading");
   }

@@ -33,16 +33,14 @@ export interface TakeoverDeps {
   makeSession(id: string, who: SessionOwner, startSeq: number): Session;
   /** Lets go of a session here, keeping it in the store. */
   release(session: Session): Promise<void>;
+  /** Counts one more session for a user; false when they hold too many. */
+  admit(limitKey: string): boolean;
 }
 
 /** See {@linkcode createTakeover}. */
 export interface Takeover {
   /** Takes over a session this process does not hold; undefined when it cannot. */
-  adopt(
-    req: ResumeRequest,
-    owner: string | null,
-    upstreamUser?: string,
-  ): Promise<Session | undefined>;
+  adopt(req: ResumeRequest, who: SessionOwner): Promise<Session | undefined>;
   onBus(msg: BusMessage): Promise<void>;
 }
 
@@ -64,9 +62,9 @@ export function createTakeover(deps: TakeoverDeps): Takeover {
      * continues its seq, and ends the queries that were open there as
      * `interrupted`, so none is left without a terminal frame.
      */
-    async adopt(req, owner, upstreamUser) {
+    async adopt(req, who) {
       let rec = await store.load(req.sessionId);
-      if (!rec || rec.owner !== owner) return undefined;
+      if (!rec || rec.owner !== who.owner) return undefined;
       if (rec.instance && rec.instance !== instance && rec.instanceAlive && bus) {
         const released = new Promise<void>((resolve) => waiters.set(req.sessionId, resolve));
         await bus.publish({ kind: "release", session: req.sessionId, from: instance });
@@ -81,11 +79,8 @@ export function createTakeover(deps: TakeoverDeps): Takeover {
       // The client may hold frames the old process sent but never made durable; it has
       // them, so numbering continues after them instead of reusing their seqs.
       if (req.lastSeq - rec.lastSeq > config.replayMaxFrames) return undefined;
-      const session = deps.makeSession(
-        rec.id,
-        { owner: rec.owner, upstreamUser },
-        Math.max(rec.lastSeq, req.lastSeq),
-      );
+      if (!deps.admit(who.limitKey)) return undefined;
+      const session = deps.makeSession(rec.id, who, Math.max(rec.lastSeq, req.lastSeq));
       session.detach();
       sessions.add(session);
       log.info("session_adopted", {

@@ -63,6 +63,14 @@ export class PostgresStore implements SessionStore {
   readonly bus: Bus;
   readonly #o: PostgresStoreOptions;
   #creates = new Map<string, string | null>();
+
+  /** Frames wait here only until they are written; that is all the replay log it holds. */
+  get memoryBytes(): number {
+    let n = 0;
+    for (const list of [this.#frames, this.#writing]) for (const f of list) n += f.json.length;
+    return n;
+  }
+
   #frames: PendingFrame[] = [];
   /** Frames being written right now: still visible to replays until committed. */
   #writing: PendingFrame[] = [];

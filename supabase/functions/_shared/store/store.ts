@@ -59,6 +59,8 @@ export interface SessionStore {
   readonly durable: boolean;
   /** Messages between the processes that share this store; absent when there are none. */
   readonly bus?: Bus;
+  /** Bytes of replay log this process holds in memory, over all sessions. */
+  readonly memoryBytes: number;
   /** Records a new session. */
   create(sessionId: string, owner: string | null): void;
   history(sessionId: string): Promise<ChatMessage[]>;
@@ -147,8 +149,13 @@ export function trimHistory(
 export class MemoryStore implements SessionStore {
   readonly durable = false;
   #entries = new Map<string, MemoryEntry>();
+  #bytes = 0;
 
   constructor(readonly limits: StoreLimits) {}
+
+  get memoryBytes(): number {
+    return this.#bytes;
+  }
 
   create(id: string): void {
     this.#entry(id);
@@ -216,12 +223,14 @@ export class MemoryStore implements SessionStore {
     const e = this.#entry(id);
     e.frames.push(frame);
     e.frameBytes += frame.json.length;
+    this.#bytes += frame.json.length;
     const { replayMaxFrames, replayMaxBytes } = this.limits;
     while (
       e.frames.length - e.head > replayMaxFrames ||
       (e.frameBytes > replayMaxBytes && e.frames.length - e.head > 1)
     ) {
       e.frameBytes -= e.frames[e.head].json.length;
+      this.#bytes -= e.frames[e.head].json.length;
       e.head++;
     }
     // Compacting in bulk keeps appends O(1) amortised instead of shift()ing per frame.
@@ -241,6 +250,7 @@ export class MemoryStore implements SessionStore {
   }
 
   delete(id: string): Promise<void> {
+    this.#bytes -= this.#entries.get(id)?.frameBytes ?? 0;
     this.#entries.delete(id);
     return Promise.resolve();
   }

@@ -98,7 +98,15 @@ export function createTurnRunner(
     // waits too, so memory stays bounded by two high-water marks.
     let draining: Promise<void> | null = null;
     const drain = async () => {
-      while (behind() && !signal.aborted) await sleep(DRAIN_POLL_MS, signal).catch(() => {});
+      // A reader that stays behind this long has stopped: end its answer, free the model call.
+      const giveUpAt = performance.now() + config.slowConsumerMs;
+      while (behind() && !signal.aborted) {
+        if (performance.now() > giveUpAt) {
+          session.stoppedReading();
+          break;
+        }
+        await sleep(DRAIN_POLL_MS, signal).catch(() => {});
+      }
       draining = null;
       flush();
     };
@@ -254,6 +262,12 @@ export function createTurnRunner(
           switch (e.type) {
             case "text":
               turn.firstTokenMs ??= performance.now() - started;
+              if (turn.content.length + e.text.length > config.maxAnswerChars) {
+                throw new AgentError(
+                  "answer_too_large",
+                  `The answer passed ${config.maxAnswerChars} characters and was stopped`,
+                );
+              }
               turn.content += e.text;
               text += e.text;
               if (!q.stream) break;
