@@ -36,7 +36,7 @@ export interface FakeAgentServer {
 }
 
 /** What the fake does with a query; runs concurrently with the session's other traffic. */
-export type QueryScript = (query: Frame, session: FakeSession) => Promise<void>;
+export type QueryScript = (query: Frame, session: FakeSession) => void | Promise<void>;
 
 /**
  * Starts the fake. `connected` announces `features` (all of v1.1 by default); pings get pongs;
@@ -155,7 +155,9 @@ export function startFakeAgent(
         s.received.push(frame);
         s.wake();
         if (frame.type === "query") {
-          script(frame, s).catch((e) => console.error("fake agent script failed:", e));
+          Promise.resolve().then(() => script(frame, s)).catch((e) =>
+            console.error("fake agent script failed:", e)
+          );
         }
       };
       socket.onclose = () => {

@@ -248,7 +248,9 @@ Deno.test("sdk v1.1 (scripted fake server): without onApproval the app approves 
   let runs = 0;
   const client = new AgentClient(fake.url, {
     ...FAST,
-    tools: { get_weather: { ...WEATHER, needs_approval: true, execute: () => ({ celsius: -3 }) } },
+    tools: {
+      get_weather: { ...WEATHER, needs_approval: true, execute: () => (runs++, { celsius: -3 }) },
+    },
   });
   try {
     await client.connect();
@@ -262,6 +264,7 @@ Deno.test("sdk v1.1 (scripted fake server): without onApproval the app approves 
     client.approve(h.id, "call_w", true);
     assertEquals((await deadline(h.response, 5000, "answer")).content, "-3 °C");
     assertEquals(client.pendingApprovals, []);
+    assertEquals(runs, 1);
     const s = fake.sessions[0];
     assertEquals(s.received.filter((f) => f.type !== "query").map((f) => f.type), [
       "approval",
@@ -388,7 +391,7 @@ Deno.test("sdk v1.1 (scripted fake server): a resent answer the server already h
 
 Deno.test("sdk v1.1 (scripted fake server): when the server gives up on a client tool, its run is aborted and never answered", async () => {
   const aborted = gate<string>();
-  const fake = startFakeAgent(async (q, s) => {
+  const fake = startFakeAgent((q, s) => {
     s.send(toolCall(q.id, "call_t", "hang"));
     s.send({
       type: "tool_result",
@@ -430,7 +433,7 @@ Deno.test("sdk v1.1 (scripted fake server): when the server gives up on a client
 
 Deno.test("sdk (scripted fake server): close 4003 token expired reconnects with a fresh token and resumes the session", async () => {
   let sockets = 0;
-  const fake = startFakeAgent(async (q, s) => answer(s, q.id, "still here"), {
+  const fake = startFakeAgent((q, s) => answer(s, q.id, "still here"), {
     onConnect: (_s, ws) => {
       if (++sockets === 1) ws.close(CLOSE.tokenExpired, "Token expired");
     },
