@@ -3,6 +3,7 @@
 // against the real server. Skipped, with one line saying why, where Node or the npm registry
 // is missing; a build (type) error is a failure, never a skip.
 import { assert, assertEquals } from "./assert.ts";
+import { answer, startFakeAgent } from "./fake_agent_server.ts";
 import { deadline, startStack } from "./helpers.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
 
@@ -204,6 +205,69 @@ for (const name of Object.keys(REACT) as (keyof typeof REACT)[]) {
       assertEquals(stderr, "", "React printed no warning");
     } finally {
       await stack.close();
+    }
+  });
+}
+
+for (const name of Object.keys(REACT) as (keyof typeof REACT)[]) {
+  Deno.test(`react hooks (${name.replace("react", "React ")}), scripted fake server: useAgentChat shows reasoning and tool calls, asks for approval, runs client tools`, async () => {
+    const p = await prepare();
+    if ("skip" in p) return console.log(`skipped: ${p.skip}`);
+    const fake = startFakeAgent(async (q, s) => {
+      const call = { id: q.id, iteration: 1, arguments: {} };
+      s.send({ type: "status", id: q.id, state: "thinking", iteration: 1 });
+      s.send({ type: "reasoning", id: q.id, delta: "Checking " });
+      s.send({ type: "reasoning", id: q.id, delta: "the weather." });
+      s.send({
+        ...call,
+        type: "tool_call",
+        tool_call_id: "c1",
+        tool: "lookup",
+        executor: "server",
+        needs_approval: true,
+      });
+      await s.next((f) => f.type === "approval" && f.approved === true, "approval", 10_000);
+      s.send({
+        type: "tool_result",
+        id: q.id,
+        tool_call_id: "c1",
+        tool: "lookup",
+        ok: true,
+        result: "Oslo",
+        duration_ms: 1,
+      });
+      s.send({
+        ...call,
+        type: "tool_call",
+        tool_call_id: "c2",
+        tool: "get_weather",
+        arguments: { city: "Oslo" },
+        executor: "client",
+        needs_approval: false,
+      });
+      const r = await s.next((f) => f.type === "tool_result", "client tool result");
+      s.send({
+        type: "tool_result",
+        id: q.id,
+        tool_call_id: "c2",
+        tool: "get_weather",
+        ok: true,
+        result: r.result,
+        duration_ms: 1,
+      });
+      answer(s, q.id, `${r.result.city}: ${r.result.celsius} °C`);
+    });
+    try {
+      const lines: string[] = [];
+      const stderr = await node(p.projects[name], ["react_tools.mjs", fake.url], (l) => {
+        lines.push(l);
+      }, 20_000);
+      assertEquals(lines, ["ok approval asked", "ok tools shown"]);
+      assertEquals(stderr, "", "React printed no warning");
+      const query = fake.sessions[0].received.find((f) => f.type === "query")!;
+      assertEquals(query.tools.map((t: { name: string }) => t.name), ["get_weather"]);
+    } finally {
+      await fake.close();
     }
   });
 }
