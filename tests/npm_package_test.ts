@@ -8,7 +8,10 @@ import { deadline, startStack } from "./helpers.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
 
 const clientDir = new URL("../client/", import.meta.url).pathname;
-const scriptsDir = new URL("./node/", import.meta.url).pathname;
+// The Node side of these tests, kept out of Deno's type check (they import npm packages that only
+// the temporary projects install).
+const scriptsDir = new URL("../client/node/", import.meta.url).pathname;
+const SCRIPTS = ["package_ws.mjs", "consumer.ts", "react_hooks.mjs", "react_tools.mjs"];
 const REACT = { react19: "19.3.1", react18: "18.3.1" } as const;
 const WS = "8.23.0";
 
@@ -77,9 +80,7 @@ function prepare(): Promise<Prepared> {
           },
         }),
       );
-      for (const f of Deno.readDirSync(scriptsDir)) {
-        await Deno.copyFile(`${scriptsDir}${f.name}`, `${dir}/${f.name}`);
-      }
+      for (const f of SCRIPTS) await Deno.copyFile(`${scriptsDir}${f}`, `${dir}/${f}`);
       try {
         await run("npm", ["install", "--no-audit", "--no-fund"], dir);
       } catch (e) {
