@@ -11,11 +11,13 @@
  * ```ts
  * import { AgentClient } from "./agent_client.ts";
  * const client = new AgentClient("ws://127.0.0.1:8000");
- * await client.connect();
- * const answer = client.ask("Hello!");
- * for await (const delta of answer.deltas) console.log(delta);
- * console.log((await answer.response).usage);
- * client.close();
+ * async function demo() {
+ *   await client.connect();
+ *   const answer = client.ask("Hello!");
+ *   for await (const delta of answer.deltas) console.log(delta);
+ *   console.log((await answer.response).usage);
+ *   client.close();
+ * }
  * ```
  * @module
  */
@@ -84,7 +86,8 @@ const MAX_RESENDS = 2;
  *
  * @example
  * ```ts
- * const opts: AgentClientOptions = { token: () => getAccessToken(), maxOfflineQueue: 20 };
+ * import type { AgentClientOptions } from "./agent_client.ts";
+ * const opts: AgentClientOptions = { token: () => localStorage.token, maxOfflineQueue: 20 };
  * ```
  */
 export interface AgentClientOptions extends TransportOptions {
@@ -109,6 +112,8 @@ export interface AgentClientOptions extends TransportOptions {
  *
  * @example
  * ```ts
+ * import { AgentClient, type AgentClientEvents } from "./agent_client.ts";
+ * const client = new AgentClient("ws://127.0.0.1:8000");
  * const onClose = (e: AgentClientEvents["close"]) => console.log(e.code, e.willReconnect);
  * client.on("close", onClose);
  * ```
@@ -141,7 +146,8 @@ export interface AgentClientEvents {
  *
  * @example
  * ```ts
- * client.ask("Summarise", { model: "gpt-4o-mini", stream: false, metadata: { page: 3 } });
+ * import type { AskOptions } from "./agent_client.ts";
+ * const opts: AskOptions = { model: "gpt-4o-mini", stream: false, metadata: { page: 3 } };
  * ```
  */
 export interface AskOptions {
@@ -161,7 +167,8 @@ export interface AskOptions {
  *
  * @example
  * ```ts
- * for await (const e of handle.events) if (e.type === "tool_call") console.log(e.tool, e.arguments);
+ * import type { AskEvent } from "./agent_client.ts";
+ * const show = (e: AskEvent) => e.type === "tool_call" ? `${e.tool}(${JSON.stringify(e.arguments)})` : e.type;
  * ```
  */
 export type AskEvent =
@@ -176,9 +183,13 @@ export type AskEvent =
  *
  * @example
  * ```ts
- * const h: AskHandle = client.ask("Tell me a story");
- * setTimeout(() => h.cancel(), 5000);
- * for await (const d of h.deltas) console.log(d);
+ * import { AgentClient } from "./agent_client.ts";
+ * const client = new AgentClient("ws://127.0.0.1:8000");
+ * async function demo() {
+ *   const h = client.ask("Tell me a story");
+ *   setTimeout(() => h.cancel(), 5000);
+ *   for await (const d of h.deltas) console.log(d);
+ * }
  * ```
  */
 export interface AskHandle {
@@ -259,12 +270,15 @@ const textEncoder = new TextEncoder();
  *
  * @example
  * ```ts
+ * import { AgentClient } from "./agent_client.ts";
  * const client = new AgentClient("wss://<ref>.supabase.co/functions/v1/agent_websocket", {
- *   token: async () => (await supabase.auth.getSession()).data.session!.access_token,
+ *   token: async () => (await fetch("/token")).text(), // e.g. the Supabase session's access_token
  * });
  * client.on("status", (s) => console.log(s.state));
- * await client.connect();
- * const { content } = await client.ask("What is a WebSocket?").response;
+ * async function demo() {
+ *   await client.connect();
+ *   const { content } = await client.ask("What is a WebSocket?").response;
+ * }
  * ```
  */
 export class AgentClient {
@@ -293,8 +307,9 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * import WebSocket from "ws"; // Node 20
-   * const client = new AgentClient("ws://127.0.0.1:8000", { WebSocket, reconnect: { maxAttempts: 5 } });
+   * import { AgentClient } from "./agent_client.ts";
+   * // Node 20: pass `{ WebSocket }` from the "ws" package.
+   * const client = new AgentClient("ws://127.0.0.1:8000", { reconnect: { maxAttempts: 5 } });
    * ```
    */
   constructor(url: string, options: AgentClientOptions = {}) {
@@ -350,7 +365,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * if (!client.features.includes("client_tools")) console.warn("tools will not be called");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.on("open", () => {
+   *   if (!client.features.includes("client_tools")) console.warn("tools will not be called");
+   * });
    * ```
    */
   get features(): readonly string[] {
@@ -362,6 +381,8 @@ export class AgentClient {
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
    * for (const r of client.pendingApprovals) r.approve(true);
    * ```
    */
@@ -374,6 +395,8 @@ export class AgentClient {
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
    * const off = client.on("reconnecting", ({ attempt, delayMs }) => console.log(attempt, delayMs));
    * off();
    * ```
@@ -390,6 +413,10 @@ export class AgentClient {
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * const onStatus = () => {};
+   * client.on("status", onStatus);
    * client.off("status", onStatus);
    * ```
    */
@@ -405,7 +432,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.connect();
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   await client.connect();
+   * }
    * ```
    */
   connect(): Promise<void> {
@@ -419,9 +450,13 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * const h = client.ask("Write a haiku", { model: "gpt-4o-mini" });
-   * for await (const d of h.deltas) Deno.stdout.writeSync(new TextEncoder().encode(d));
-   * const { usage, timing } = await h.response;
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const h = client.ask("Write a haiku", { model: "gpt-4o-mini" });
+   *   for await (const d of h.deltas) Deno.stdout.writeSync(new TextEncoder().encode(d));
+   *   const { usage, timing } = await h.response;
+   * }
    * ```
    */
   ask(content: string, options: AskOptions = {}): AskHandle {
@@ -488,7 +523,9 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * client.on("approval", (r) => client.approve(r.queryId, r.toolCallId, confirm(`Run ${r.tool}?`)));
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.on("approval", (r) => client.approve(r.queryId, r.toolCallId, r.tool === "get_weather"));
    * ```
    */
   approve(queryId: string, toolCallId: string, approved: boolean, reason?: string): void {
@@ -500,7 +537,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * const n = await client.command("stats");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const n = await client.command("stats");
+   * }
    * ```
    */
   command(name: string, args?: Record<string, unknown>): Promise<NotificationFrame> {
@@ -515,7 +556,12 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.cancel(handle.id);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const handle = client.ask("A long story");
+   *   await client.cancel(handle.id);
+   * }
    * ```
    */
   cancel(id?: string): Promise<NotificationFrame> {
@@ -527,7 +573,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.reset();
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   await client.reset();
+   * }
    * ```
    */
   reset(): Promise<NotificationFrame> {
@@ -539,8 +589,12 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * const n = await client.history();
-   * console.log(n.messages ?? n.content);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const n = await client.history();
+   *   console.log(n.messages ?? n.content);
+   * }
    * ```
    */
   history(): Promise<NotificationFrame> {
@@ -552,7 +606,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * console.log(await client.stats());
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   console.log(await client.stats());
+   * }
    * ```
    */
   stats(): Promise<NotificationFrame> {
@@ -564,7 +622,13 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.feedback(handle.id, "up", "Spot on");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const handle = client.ask("Hi");
+   *   await handle.response;
+   *   await client.feedback(handle.id, "up", "Spot on");
+   * }
    * ```
    */
   feedback(id: string, rating: "up" | "down", comment?: string): Promise<NotificationFrame> {
@@ -583,7 +647,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * console.log(`${await client.ping()} ms`);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   console.log(`${await client.ping()} ms`);
+   * }
    * ```
    */
   ping(): Promise<number> {
@@ -603,7 +671,9 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * client.send({ type: "feedback", id: "q1", rating: "down" });
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.send({ type: "feedback", id: "q1", rating: "down" }); // queued until connected
    * ```
    */
   send(frame: ClientFrame): void {
@@ -615,6 +685,8 @@ export class AgentClient {
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
    * client.close();
    * ```
    */

@@ -13,7 +13,15 @@
  * @module
  */
 
-/** A listener of one event type. */
+/**
+ * A listener of one event type.
+ *
+ * @example
+ * ```ts
+ * import type { Listener } from "./emitter.ts";
+ * const log: Listener<number> = (n) => console.log(n);
+ * ```
+ */
 export type Listener<T> = (event: T) => void;
 
 /**

@@ -7,9 +7,11 @@
  * ```ts
  * import { AgentClient } from "./mod.ts";
  * const client = new AgentClient("ws://127.0.0.1:8000");
- * await client.connect();
- * console.log((await client.ask("Hello!").response).content);
- * client.close();
+ * async function demo() {
+ *   await client.connect();
+ *   console.log((await client.ask("Hello!").response).content);
+ *   client.close();
+ * }
  * ```
  * @module
  */

@@ -7,8 +7,11 @@
  * changes). Options are read when it opens; callbacks in them (`token`, tool `execute`,
  * `onApproval`) always run their latest version.
  *
+ * The examples here are `ignore`d by `deno test --doc`: they need React, which only the npm
+ * build (tsc with `@types/react`) and the package tests (React 18 and 19 under Node) have.
+ *
  * @example
- * ```tsx
+ * ```tsx ignore
  * import { useAgentChat } from "agent-websocket-client/react";
  *
  * export function Chat() {
@@ -53,7 +56,7 @@ import {
  * Options of {@linkcode useAgent}: the client's, plus how many recent frames to keep.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * const opts: UseAgentOptions = { token: () => session.access_token, maxEvents: 20 };
  * ```
  */
@@ -66,7 +69,7 @@ export interface UseAgentOptions extends AgentClientOptions {
  * What {@linkcode useAgent} returns.
  *
  * @example
- * ```tsx
+ * ```tsx ignore
  * const { state, sessionId } = useAgent(url);
  * return <small>{state} {sessionId}</small>;
  * ```
@@ -104,7 +107,7 @@ function latestTools(initial: ClientTools, latest: { current: UseAgentOptions })
  * frames.
  *
  * @example
- * ```tsx
+ * ```tsx ignore
  * function Status() {
  *   const agent = useAgent("ws://127.0.0.1:8000");
  *   return <button onClick={() => agent.send({ type: "ping" })}>{agent.state}</button>;
@@ -189,7 +192,7 @@ export function useAgent(url: string, options: UseAgentOptions = {}): UseAgentRe
  * One tool call of an answer, as it progresses.
  *
  * @example
- * ```tsx
+ * ```tsx ignore
  * {m.tools.map((t) => <li key={t.toolCallId}>{t.tool}: {t.state}</li>)}
  * ```
  */
@@ -210,7 +213,7 @@ export interface ChatToolCall {
  * A message of the chat. The user's and the answer share `queryId`; `id` is unique.
  *
  * @example
- * ```tsx
+ * ```tsx ignore
  * <p key={m.id} className={m.role}>{m.content}{!m.done && "…"}</p>
  * ```
  */
@@ -236,7 +239,7 @@ export interface ChatMessage {
  * What {@linkcode useAgentChat} returns.
  *
  * @example
- * ```tsx
+ * ```tsx ignore
  * const { messages, status, send, cancel } = useAgentChat(url);
  * ```
  */
@@ -317,7 +320,7 @@ function applyFrame(f: ServerFrame): Update | undefined {
  * query in flight, tool calls as they run, and approvals to decide.
  *
  * @example
- * ```tsx
+ * ```tsx ignore
  * function Chat() {
  *   const { messages, send, status } = useAgentChat("ws://127.0.0.1:8000");
  *   return (

@@ -15,7 +15,7 @@
  *       execute: ({ city }) => ({ city, celsius: 21 }),
  *     },
  *   },
- *   onApproval: (call) => confirm(`Run ${call.tool}?`),
+ *   onApproval: (call) => call.tool !== "delete_everything",
  * });
  * ```
  * @module
@@ -27,6 +27,7 @@ import type { ClientFrame, ClientToolDeclaration, ToolCallFrame } from "./protoc
  *
  * @example
  * ```ts
+ * import type { ToolContext } from "./tools.ts";
  * const execute = async (args: { url: string }, { signal }: ToolContext) =>
  *   (await fetch(args.url, { signal })).status;
  * ```
@@ -45,6 +46,7 @@ export interface ToolContext {
  *
  * @example
  * ```ts
+ * import type { ClientTool } from "./tools.ts";
  * const add: ClientTool<{ a: number; b: number }> = {
  *   description: "Adds two numbers",
  *   parameters: { type: "object", properties: { a: { type: "number" }, b: { type: "number" } } },
@@ -68,6 +70,7 @@ export interface ClientTool<Args = any> {
  *
  * @example
  * ```ts
+ * import type { ClientTools } from "./tools.ts";
  * const tools: ClientTools = { now: { execute: () => new Date().toISOString() } };
  * ```
  */
@@ -79,7 +82,10 @@ export type ClientTools = Record<string, ClientTool>;
  *
  * @example
  * ```ts
- * client.on("approval", (req: ApprovalRequest) => req.approve(window.confirm(`Run ${req.tool}?`)));
+ * import { AgentClient } from "./agent_client.ts";
+ * import type { ApprovalRequest } from "./tools.ts";
+ * const client = new AgentClient("ws://127.0.0.1:8000");
+ * client.on("approval", (req: ApprovalRequest) => req.approve(req.tool === "get_weather"));
  * ```
  */
 export interface ApprovalRequest {
@@ -98,6 +104,7 @@ export interface ApprovalRequest {
  *
  * @example
  * ```ts
+ * import type { ApprovalDecision } from "./tools.ts";
  * const deny: ApprovalDecision = { approved: false, reason: "Not on weekends" };
  * ```
  */
@@ -108,6 +115,7 @@ export type ApprovalDecision = boolean | { approved: boolean; reason?: string };
  *
  * @example
  * ```ts
+ * import type { ApprovalHandler } from "./tools.ts";
  * const onApproval: ApprovalHandler = (call) => call.tool !== "delete_everything";
  * ```
  */
@@ -115,7 +123,15 @@ export type ApprovalHandler = (
   call: ApprovalRequest,
 ) => ApprovalDecision | Promise<ApprovalDecision>;
 
-/** A frame that answers a tool call: a client tool's result, or a human's decision. */
+/**
+ * A frame that answers a tool call: a client tool's result, or a human's decision.
+ *
+ * @example
+ * ```ts
+ * import type { ToolAnswerFrame } from "./tools.ts";
+ * const f: ToolAnswerFrame = { type: "tool_result", id: "q1", tool_call_id: "call_1", result: 42 };
+ * ```
+ */
 export type ToolAnswerFrame = Extract<ClientFrame, { type: "tool_result" | "approval" }>;
 
 /**
@@ -123,7 +139,8 @@ export type ToolAnswerFrame = Extract<ClientFrame, { type: "tool_result" | "appr
  *
  * @example
  * ```ts
- * const io: ToolIO = { answer: (f) => send(f), requestApproval: (r) => emit("approval", r) };
+ * import type { ToolIO } from "./tools.ts";
+ * const io: ToolIO = { answer: (f) => console.log(f.tool_call_id), requestApproval: console.log };
  * ```
  */
 export interface ToolIO {
@@ -141,6 +158,7 @@ const REMEMBERED_CALLS = 1000;
  *
  * @example
  * ```ts
+ * import { declareTools } from "./tools.ts";
  * declareTools({ now: { description: "Time", execute: () => Date.now() } });
  * // [{ name: "now", description: "Time" }]
  * ```
@@ -169,8 +187,12 @@ function errorMessage(e: unknown): string {
  *
  * @example
  * ```ts
- * const runner = new ToolRunner(tools, undefined, { answer: send, requestApproval: emitApproval });
- * runner.onToolCall(frame);
+ * import { ToolRunner } from "./tools.ts";
+ * const tools = { now: { execute: () => Date.now() } };
+ * const runner = new ToolRunner(tools, undefined, {
+ *   answer: (f) => console.log("send", f),
+ *   requestApproval: (r) => r.approve(true),
+ * });
  * ```
  */
 export class ToolRunner {
@@ -184,6 +206,7 @@ export class ToolRunner {
   /**
    * @example
    * ```ts
+   * import { ToolRunner } from "./tools.ts";
    * new ToolRunner({}, () => true, { answer: console.log, requestApproval: console.log });
    * ```
    */
@@ -198,6 +221,8 @@ export class ToolRunner {
    *
    * @example
    * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
    * for (const r of runner.pendingApprovals) console.log(r.tool);
    * ```
    */
@@ -210,7 +235,12 @@ export class ToolRunner {
    *
    * @example
    * ```ts
-   * client.on("tool_call", (f) => runner.onToolCall(f));
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * runner.onToolCall({
+   *   type: "tool_call", seq: 5, timestamp: "", id: "q1", tool_call_id: "call_1", tool: "now",
+   *   arguments: {}, iteration: 1, executor: "server", needs_approval: false,
+   * });
    * ```
    */
   onToolCall(f: ToolCallFrame): void {
@@ -229,7 +259,9 @@ export class ToolRunner {
    *
    * @example
    * ```ts
-   * client.on("tool_result", (f) => runner.settled(f.tool_call_id));
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * runner.settled("call_1");
    * ```
    */
   settled(toolCallId: string): void {
@@ -247,6 +279,8 @@ export class ToolRunner {
    *
    * @example
    * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
    * runner.approve("q1", "call_1", false, "Not now");
    * ```
    */
@@ -269,6 +303,8 @@ export class ToolRunner {
    *
    * @example
    * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
    * runner.endQuery("q1");
    * ```
    */

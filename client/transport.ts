@@ -11,8 +11,10 @@
  * import { ReconnectingTransport } from "./transport.ts";
  * const t = new ReconnectingTransport("ws://127.0.0.1:8000", { reconnect: { maxAttempts: 5 } });
  * t.on("message", (data) => console.log(data));
- * await t.connect();
- * t.send(JSON.stringify({ type: "ping" }));
+ * t.send(JSON.stringify({ type: "ping" })); // queued until the socket opens
+ * async function start() {
+ *   await t.connect();
+ * }
  * t.close();
  * ```
  * @module
@@ -43,8 +45,9 @@ const ABNORMAL = 1006;
  *
  * @example
  * ```ts
- * import WebSocket from "ws";
- * const WS: WebSocketConstructor = WebSocket;
+ * import type { WebSocketConstructor } from "./transport.ts";
+ * // Node 20: `import WebSocket from "ws"` gives one too.
+ * const WS: WebSocketConstructor = globalThis.WebSocket;
  * ```
  */
 export type WebSocketConstructor = new (url: string, protocols?: string[]) => {
@@ -61,7 +64,8 @@ export type WebSocketConstructor = new (url: string, protocols?: string[]) => {
  *
  * @example
  * ```ts
- * new AgentClient(url, { heartbeat: { intervalMs: 5000, timeoutMs: 3000 } });
+ * import type { HeartbeatOptions } from "./transport.ts";
+ * const heartbeat: HeartbeatOptions = { intervalMs: 5000, timeoutMs: 3000 };
  * ```
  */
 export interface HeartbeatOptions {
@@ -77,7 +81,8 @@ export interface HeartbeatOptions {
  *
  * @example
  * ```ts
- * const token: TokenProvider = async () => (await supabase.auth.getSession()).data.session!.access_token;
+ * import type { TokenProvider } from "./transport.ts";
+ * const token: TokenProvider = async () => (await fetch("/token")).text();
  * ```
  */
 export type TokenProvider = string | (() => string | Promise<string>);
@@ -87,7 +92,8 @@ export type TokenProvider = string | (() => string | Promise<string>);
  *
  * @example
  * ```ts
- * const opts: TransportOptions = { token: () => getAccessToken(), maxOfflineQueue: 20 };
+ * import type { TransportOptions } from "./transport.ts";
+ * const opts: TransportOptions = { token: () => localStorage.token, maxOfflineQueue: 20 };
  * ```
  */
 export interface TransportOptions {
@@ -113,6 +119,7 @@ export interface TransportOptions {
  *
  * @example
  * ```ts
+ * import type { TransportHooks } from "./transport.ts";
  * const hooks: TransportHooks = { probe: () => JSON.stringify({ type: "ping" }) };
  * ```
  */
@@ -136,7 +143,8 @@ export interface TransportHooks {
  *
  * @example
  * ```ts
- * if (client.state === "open") client.send({ type: "ping" });
+ * import type { ClientState } from "./transport.ts";
+ * const banner = (s: ClientState) => s === "reconnecting" ? "Reconnecting…" : "";
  * ```
  */
 export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
@@ -146,6 +154,7 @@ export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "clo
  *
  * @example
  * ```ts
+ * import type { TransportEvents } from "./transport.ts";
  * const onClose = (e: TransportEvents["close"]) => console.log(e.code, e.willReconnect);
  * ```
  */
@@ -187,9 +196,8 @@ const noop = () => {};
  * @example
  * ```ts
  * import { ReconnectingTransport } from "./transport.ts";
- * const t = new ReconnectingTransport("ws://127.0.0.1:8000", { token: () => getToken() });
+ * const t = new ReconnectingTransport("ws://127.0.0.1:8000", { token: () => localStorage.token });
  * t.on("reconnecting", ({ attempt, delayMs }) => console.log(attempt, delayMs));
- * await t.connect();
  * ```
  */
 export class ReconnectingTransport {
@@ -222,8 +230,9 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
-   * import WebSocket from "ws"; // Node 20
-   * const t = new ReconnectingTransport("ws://127.0.0.1:8000", { WebSocket });
+   * import { ReconnectingTransport } from "./transport.ts";
+   * // Node 20: pass `{ WebSocket }` from the "ws" package.
+   * const t = new ReconnectingTransport("ws://127.0.0.1:8000", { WebSocket: globalThis.WebSocket });
    * ```
    */
   constructor(url: string, options: TransportOptions = {}, hooks: TransportHooks = {}) {
@@ -258,6 +267,8 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
    * const off = transport.on("close", (e) => console.log(e.code));
    * off();
    * ```
@@ -273,7 +284,11 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
-   * await transport.connect();
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * async function start() {
+   *   await transport.connect();
+   * }
    * ```
    */
   connect(): Promise<void> {
@@ -297,7 +312,9 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
-   * transport.on("message", (m) => isWelcome(m) && transport.opened());
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000", {}, { handshake: true });
+   * transport.on("message", (m) => String(m).includes('"connected"') && transport.opened());
    * ```
    */
   opened(): void {
@@ -318,7 +335,9 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
-   * transport.release();
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.on("open", () => transport.release());
    * ```
    */
   release(): void {
@@ -337,6 +356,8 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
    * transport.send(JSON.stringify({ type: "ping" }), () => console.log("written"));
    * ```
    */
@@ -362,7 +383,9 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
-   * transport.write(JSON.stringify(unansweredFrame));
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.on("open", () => transport.write(JSON.stringify({ type: "ping" })));
    * ```
    */
   write(data: string): boolean {
@@ -376,6 +399,8 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
    * transport.limitHeartbeat(5000);
    * ```
    */
@@ -388,6 +413,8 @@ export class ReconnectingTransport {
    *
    * @example
    * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
    * transport.close();
    * ```
    */
