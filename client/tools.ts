@@ -176,6 +176,12 @@ export function declareTools(tools: ClientTools, names?: string[]): ClientToolDe
   return out;
 }
 
+/** Adds to a set that forgets its oldest entries past {@linkcode REMEMBERED_CALLS}. */
+function remember(set: Set<string>, id: string) {
+  set.add(id);
+  if (set.size > REMEMBERED_CALLS) set.delete(set.values().next().value!);
+}
+
 function errorMessage(e: unknown): string {
   const text = e instanceof Error ? e.message : String(e);
   return text || "The tool failed";
@@ -202,6 +208,7 @@ export class ToolRunner {
   readonly #seen = new Set<string>();
   readonly #running = new Map<string, { queryId: string; abort: AbortController }>();
   readonly #approvals = new Map<string, ApprovalRequest>();
+  readonly #decided = new Set<string>();
 
   /**
    * @example
@@ -245,10 +252,7 @@ export class ToolRunner {
    */
   onToolCall(f: ToolCallFrame): void {
     if (this.#seen.has(f.tool_call_id)) return;
-    this.#seen.add(f.tool_call_id);
-    if (this.#seen.size > REMEMBERED_CALLS) {
-      this.#seen.delete(this.#seen.values().next().value!);
-    }
+    remember(this.#seen, f.tool_call_id);
     if (f.needs_approval) return this.#askApproval(f);
     if (f.executor === "client") this.#run(f);
   }
@@ -265,7 +269,8 @@ export class ToolRunner {
    * ```
    */
   settled(toolCallId: string): void {
-    this.#seen.add(toolCallId);
+    remember(this.#seen, toolCallId);
+    remember(this.#decided, toolCallId);
     this.#approvals.delete(toolCallId);
     const run = this.#running.get(toolCallId);
     if (run) {
@@ -285,6 +290,9 @@ export class ToolRunner {
    * ```
    */
   approve(queryId: string, toolCallId: string, approved: boolean, reason?: string): void {
+    // A second decision on the same call (a double click) would only be refused by the server.
+    if (this.#decided.has(toolCallId)) return;
+    remember(this.#decided, toolCallId);
     const request = this.#approvals.get(toolCallId);
     this.#approvals.delete(toolCallId);
     const frame: ToolAnswerFrame = {

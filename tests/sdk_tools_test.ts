@@ -262,6 +262,7 @@ Deno.test("sdk v1.1 (scripted fake server): without onApproval the app approves 
     ]);
     assertEquals(runs, 0, "nothing runs before the decision");
     client.approve(h.id, "call_w", true);
+    client.approve(h.id, "call_w", true); // a double click decides nothing more
     assertEquals((await deadline(h.response, 5000, "answer")).content, "-3 °C");
     assertEquals(client.pendingApprovals, []);
     assertEquals(runs, 1);
