@@ -186,7 +186,9 @@ for (const name of Object.keys(REACT) as (keyof typeof REACT)[]) {
     if ("skip" in p) return console.log(`skipped: ${p.skip}`);
     const stack = await startStack();
     const tokens = Array.from({ length: 30 }, (_, i) => `r${i} `);
-    stack.sim.when("[react-stream]", { kind: "stream", tokens, gapMs: 5 });
+    // A pause before the first token and gaps between tokens: a user sees "submitted", then the
+    // answer grow.
+    stack.sim.when("[react-stream]", { kind: "stream", tokens, gapMs: 10, firstTokenDelayMs: 200 });
     stack.sim.when("[react-cancel]", { kind: "stream", tokens: Array(300).fill("z"), gapMs: 20 });
     try {
       const lines: string[] = [];
