@@ -1,190 +1,109 @@
 /**
- * TypeScript client for the `agent_websocket` edge function, protocol v1. No dependencies:
- * runs in browsers, Deno and Node 20+ (pass the `ws` package's `WebSocket` where there is no
- * global one). Reconnects with jittered backoff, resumes the session without losing or
- * repeating frames, and turns each query into a promise plus a stream of text deltas.
+ * TypeScript client for the `agent_websocket` edge function, protocol v1 with the v1.1
+ * additions (tools, approvals, reasoning). No dependencies: runs in browsers, Deno and Node 20+
+ * (pass the `ws` package's `WebSocket` where there is no global one). The connection itself
+ * (reconnect, heartbeat, offline queue, tokens) is {@linkcode ReconnectingTransport}; this
+ * module speaks the protocol over it: sessions resumed without losing or repeating frames,
+ * queries as a promise plus streams of text, reasoning and tool events, client tools answered
+ * automatically, and commands.
  *
  * @example
  * ```ts
  * import { AgentClient } from "./agent_client.ts";
  * const client = new AgentClient("ws://127.0.0.1:8000");
- * await client.connect();
- * const answer = client.ask("Hello!");
- * for await (const delta of answer.deltas) console.log(delta);
- * console.log((await answer.response).usage);
- * client.close();
+ * async function demo() {
+ *   await client.connect();
+ *   const answer = client.ask("Hello!");
+ *   for await (const delta of answer.deltas) console.log(delta);
+ *   console.log((await answer.response).usage);
+ *   client.close();
+ * }
  * ```
  * @module
  */
-import {
-  backoffDelay,
-  closeDisposition,
-  isDuplicate,
-  type ReconnectOptions,
-  type ReconnectPolicy,
-  resolveReconnect,
-  resumeUrl,
-} from "./backoff.ts";
-
+import { isDuplicate, resumeUrl } from "./backoff.ts";
+import { Emitter, type Listener } from "./emitter.ts";
+import { AgentError } from "./errors.ts";
 import {
   type ClientFrame,
+  CLOSE,
   type ErrorFrame,
   type FinalResponse,
   type FrameBase,
   type NotificationFrame,
   type PongFrame,
   PROTOCOL,
+  type QueryFrame,
+  type ReasoningFrame,
   type ResponseFrame,
   type ServerFrame,
   type StatusFrame,
+  type ToolCallFrame,
+  type ToolResultFrame,
 } from "./protocol.ts";
+import { BufferedStream } from "./stream.ts";
+import {
+  type ApprovalHandler,
+  type ApprovalRequest,
+  type ClientTools,
+  declareTools,
+  type ToolAnswerFrame,
+  ToolRunner,
+} from "./tools.ts";
+import { type ClientState, ReconnectingTransport, type TransportOptions } from "./transport.ts";
 
+export { AgentError } from "./errors.ts";
 export type { ReconnectOptions } from "./backoff.ts";
+export type {
+  ClientState,
+  HeartbeatOptions,
+  TokenProvider,
+  WebSocketConstructor,
+} from "./transport.ts";
+export type {
+  ApprovalDecision,
+  ApprovalHandler,
+  ApprovalRequest,
+  ClientTool,
+  ClientTools,
+  ToolContext,
+} from "./tools.ts";
 export * from "./protocol.ts";
 
 // How long to wait for the replay announced by `resumed` before sending queued frames anyway,
 // so a server that miscounts `replayed` delays the queue instead of wedging it.
 const REPLAY_GRACE_MS = 2000;
-// A socket must stay up this long before the backoff starts over; otherwise a server that
-// accepts and then drops at once would be hammered at the shortest delay forever.
-const STABLE_MS = 3000;
 // Resends of one unanswered frame across resumes before it fails: a frame that makes the
 // server drop the connection must not be replayed into it forever.
 const MAX_RESENDS = 2;
 
 // ---------------------------------------------------------------------------------------------
-// Errors
-
-/**
- * Every failure the SDK reports. Server `error` frames keep their `code`; the client adds
- * `session_lost`, `closed`, `unauthorized`, `policy_violation`, `too_many_connections`,
- * `session_taken_over`, `session_timeout`, `reconnect_failed`, `delivery_failed`,
- * `offline_queue_full`,
- * `message_too_large`, `duplicate_id`, `token_error` and `invalid_url`.
- *
- * @example
- * ```ts
- * try {
- *   await client.ask("hi").response;
- * } catch (e) {
- *   if (e instanceof AgentError && e.retryable) setTimeout(retry, e.retryAfterMs ?? 1000);
- * }
- * ```
- */
-export class AgentError extends Error {
-  override name = "AgentError";
-  /** Machine-readable code, e.g. `rate_limited` or `session_lost`. */
-  readonly code: string;
-  /** Whether sending the same thing again can succeed. */
-  readonly retryable: boolean;
-  readonly retryAfterMs?: number;
-  /** Query or command id the error belongs to. */
-  readonly id?: string;
-  /** The server's frame, when the error came from one (carries `issues` for bad messages). */
-  readonly frame?: ErrorFrame;
-
-  constructor(
-    code: string,
-    message: string,
-    opts: { retryable?: boolean; retryAfterMs?: number; id?: string; frame?: ErrorFrame } = {},
-  ) {
-    super(message);
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
-    this.retryAfterMs = opts.retryAfterMs;
-    this.id = opts.id;
-    this.frame = opts.frame;
-  }
-
-  /**
-   * Wraps a server `error` frame.
-   *
-   * @example
-   * ```ts
-   * client.on("frame", (f) => f.type === "error" && console.log(AgentError.fromFrame(f).code));
-   * ```
-   */
-  static fromFrame(f: ErrorFrame): AgentError {
-    return new AgentError(String(f.code), String(f.message ?? f.code), {
-      retryable: f.retryable === true,
-      retryAfterMs: typeof f.retry_after_ms === "number" ? f.retry_after_ms : undefined,
-      id: typeof f.id === "string" ? f.id : undefined,
-      frame: f,
-    });
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
 // Options and events
 
 /**
- * What the SDK needs from a WebSocket implementation: the browser/Deno/Node global, or the
- * `ws` package's class.
+ * Options of {@link AgentClient}: the connection's (see {@linkcode TransportOptions}) plus
+ * client tools and approvals.
  *
  * @example
  * ```ts
- * import WebSocket from "ws";
- * const WS: WebSocketConstructor = WebSocket;
+ * import type { AgentClientOptions } from "./agent_client.ts";
+ * const opts: AgentClientOptions = { token: () => localStorage.token, maxOfflineQueue: 20 };
  * ```
  */
-export type WebSocketConstructor = new (url: string, protocols?: string[]) => {
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onmessage: unknown;
-  onclose: unknown;
-  onerror: unknown;
-};
-
-/**
- * Liveness probing. The client pings after `intervalMs` without any frame and drops the
- * socket when nothing at all arrives within `timeoutMs` of that ping.
- *
- * @example
- * ```ts
- * new AgentClient(url, { heartbeat: { intervalMs: 5000, timeoutMs: 3000 } });
- * ```
- */
-export interface HeartbeatOptions {
-  /** Default 15000; lowered to the server's `heartbeat_ms` when that is smaller. */
-  intervalMs?: number;
-  /** Default 10000. */
-  timeoutMs?: number;
-}
-
-/**
- * Options of {@link AgentClient}.
- *
- * @example
- * ```ts
- * const opts: AgentClientOptions = { token: () => getAccessToken(), maxOfflineQueue: 20 };
- * ```
- */
-export interface AgentClientOptions {
-  /** WebSocket implementation; defaults to `globalThis.WebSocket`. */
-  WebSocket?: WebSocketConstructor;
-  /** Sent as subprotocol `jwt-<token>`; a function is called again before every reconnect. */
-  token?: string | (() => string | Promise<string>);
+export interface AgentClientOptions extends TransportOptions {
   /** Extra subprotocols; `agent-websocket.v1` is always offered first. */
   protocols?: string[];
-  /** Backoff policy, or `false` to never reconnect. */
-  reconnect?: ReconnectOptions | false;
-  /** Time from opening a socket to `connected`/`resumed` before trying again. Default 10000. */
-  connectTimeoutMs?: number;
-  /** Liveness probing, or `false` to turn it off. */
-  heartbeat?: HeartbeatOptions | false;
-  /** Frames kept while disconnected, sent in order on (re)connect. Default 100. */
-  maxOfflineQueue?: number;
+  /**
+   * Client tools, declared with every query (`query.tools`) and run when the model calls them;
+   * the answer goes back as a `tool_result` frame.
+   */
+  tools?: ClientTools;
+  /**
+   * Decides on tool calls of this client's queries that need approval. Without it, the
+   * `approval` event fires and the app answers with {@linkcode AgentClient.approve}.
+   */
+  onApproval?: ApprovalHandler;
 }
-
-/**
- * Lifecycle of a client.
- *
- * @example
- * ```ts
- * if (client.state === "open") client.send({ type: "ping" });
- * ```
- */
-export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 /**
  * Event names and payloads of {@link AgentClient.on}. `error` carries every error: server
@@ -193,6 +112,8 @@ export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "clo
  *
  * @example
  * ```ts
+ * import { AgentClient, type AgentClientEvents } from "./agent_client.ts";
+ * const client = new AgentClient("ws://127.0.0.1:8000");
  * const onClose = (e: AgentClientEvents["close"]) => console.log(e.code, e.willReconnect);
  * client.on("close", onClose);
  * ```
@@ -202,6 +123,14 @@ export interface AgentClientEvents {
   notification: NotificationFrame;
   status: StatusFrame;
   response: ResponseFrame;
+  /** The model's reasoning, streamed apart from the answer (v1.1). */
+  reasoning: ReasoningFrame;
+  /** The model called a tool, server or client (v1.1). */
+  tool_call: ToolCallFrame;
+  /** A tool finished, failed, was denied or timed out (v1.1). */
+  tool_result: ToolResultFrame;
+  /** A tool call of this client's queries waits for a decision and there is no `onApproval`. */
+  approval: ApprovalRequest;
   error: AgentError;
   pong: PongFrame;
   /** A session is usable: after `connected`, or after `resumed` (`replayed` frames follow). */
@@ -217,7 +146,8 @@ export interface AgentClientEvents {
  *
  * @example
  * ```ts
- * client.ask("Summarise", { model: "gpt-4o-mini", stream: false, metadata: { page: 3 } });
+ * import type { AskOptions } from "./agent_client.ts";
+ * const opts: AskOptions = { model: "gpt-4o-mini", stream: false, metadata: { page: 3 } };
  * ```
  */
 export interface AskOptions {
@@ -227,74 +157,61 @@ export interface AskOptions {
   /** Default true; with false only the final frame comes (and `deltas` yields it whole). */
   stream?: boolean;
   metadata?: Record<string, unknown>;
+  /** Which client tools to declare: `false` for none, or names. Default: all of them. */
+  tools?: false | string[];
 }
+
+/**
+ * Everything that happens to one query, in order: `status`, `reasoning`, `response` (deltas and
+ * the final frame), `tool_call`, `tool_result`.
+ *
+ * @example
+ * ```ts
+ * import type { AskEvent } from "./agent_client.ts";
+ * const show = (e: AskEvent) => e.type === "tool_call" ? `${e.tool}(${JSON.stringify(e.arguments)})` : e.type;
+ * ```
+ */
+export type AskEvent =
+  | StatusFrame
+  | ReasoningFrame
+  | ResponseFrame
+  | ToolCallFrame
+  | ToolResultFrame;
 
 /**
  * A query in progress.
  *
  * @example
  * ```ts
- * const h: AskHandle = client.ask("Tell me a story");
- * setTimeout(() => h.cancel(), 5000);
- * for await (const d of h.deltas) console.log(d);
+ * import { AgentClient } from "./agent_client.ts";
+ * const client = new AgentClient("ws://127.0.0.1:8000");
+ * async function demo() {
+ *   const h = client.ask("Tell me a story");
+ *   setTimeout(() => h.cancel(), 5000);
+ *   for await (const d of h.deltas) console.log(d);
+ * }
  * ```
  */
 export interface AskHandle {
   readonly id: string;
   /** Text deltas as they arrive; ends with the query, throws its `AgentError` on failure. */
   readonly deltas: AsyncIterable<string>;
+  /** Reasoning deltas as they arrive (v1.1); ends and throws like `deltas`. */
+  readonly reasoning: AsyncIterable<string>;
+  /** Every frame of the query (v1.1 tool events included); ends and throws like `deltas`. */
+  readonly events: AsyncIterable<AskEvent>;
   /** The final frame; rejects with `AgentError`. Survives reconnects. */
   readonly response: Promise<FinalResponse>;
   /** Asks the server to stop; the query then ends with `finish_reason: "cancelled"`. */
   cancel(): Promise<void>;
+  /** Decides on one of this query's tool calls that needs approval. */
+  approve(toolCallId: string, approved: boolean, reason?: string): void;
 }
 
 // ---------------------------------------------------------------------------------------------
 // Internals
 
-interface Socket {
-  send(data: string): void;
-  close(code?: number, reason?: string): void;
-  onmessage: ((ev: { data: unknown }) => void) | null;
-  onclose: ((ev: { code: number; reason: string }) => void) | null;
-  onerror: ((ev: unknown) => void) | null;
-}
-
-type Listener<T> = (event: T) => void;
 type AnyFrame = FrameBase & { type: string; [field: string]: unknown };
-
-/** Buffers deltas so each iterator sees all of them, whenever it starts reading. */
-class DeltaStream implements AsyncIterable<string> {
-  #chunks: string[] = [];
-  #ended = false;
-  #error: unknown;
-  #wakers: (() => void)[] = [];
-
-  push(chunk: string) {
-    this.#chunks.push(chunk);
-    this.#wake();
-  }
-
-  end(error?: unknown) {
-    this.#ended = true;
-    this.#error = error;
-    this.#wake();
-  }
-
-  #wake() {
-    for (const w of this.#wakers.splice(0)) w();
-  }
-
-  async *[Symbol.asyncIterator](): AsyncIterator<string> {
-    for (let i = 0;;) {
-      if (i < this.#chunks.length) yield this.#chunks[i++];
-      else if (this.#ended) {
-        if (this.#error !== undefined) throw this.#error;
-        return;
-      } else await new Promise<void>((r) => this.#wakers.push(r));
-    }
-  }
-}
 
 /** Anything awaiting an answer frame. Kept after a drop so a resume can finish or resend it. */
 interface Pending {
@@ -308,7 +225,10 @@ interface Pending {
 }
 
 interface Ask extends Pending {
-  stream: DeltaStream;
+  frame: QueryFrame & { id: string };
+  deltas: BufferedStream<string>;
+  reasoning: BufferedStream<string>;
+  events: BufferedStream<AskEvent>;
   streamed: boolean;
   resolve(r: FinalResponse): void;
 }
@@ -319,9 +239,9 @@ interface Call extends Pending {
   resolve(f: AnyFrame): void;
 }
 
-interface Outgoing {
-  frame: ClientFrame;
-  onSent?(): void;
+/** A tool result or approval on its way; the server's `tool_result` for the call answers it. */
+interface Answer extends Pending {
+  frame: ToolAnswerFrame;
 }
 
 function uuid(): string {
@@ -341,11 +261,6 @@ const noop = () => {};
 const textDecoder = new TextDecoder();
 const textEncoder = new TextEncoder();
 
-/** A copy of a client-side error attributed to one query or call. */
-function withId(err: AgentError, id: string | undefined): AgentError {
-  return new AgentError(err.code, err.message, { retryable: err.retryable, id });
-}
-
 // ---------------------------------------------------------------------------------------------
 // Client
 
@@ -355,81 +270,84 @@ function withId(err: AgentError, id: string | undefined): AgentError {
  *
  * @example
  * ```ts
+ * import { AgentClient } from "./agent_client.ts";
  * const client = new AgentClient("wss://<ref>.supabase.co/functions/v1/agent_websocket", {
- *   token: async () => (await supabase.auth.getSession()).data.session!.access_token,
+ *   token: async () => (await fetch("/token")).text(), // e.g. the Supabase session's access_token
  * });
  * client.on("status", (s) => console.log(s.state));
- * await client.connect();
- * const { content } = await client.ask("What is a WebSocket?").response;
+ * async function demo() {
+ *   await client.connect();
+ *   const { content } = await client.ask("What is a WebSocket?").response;
+ * }
  * ```
  */
 export class AgentClient {
   readonly #url: string;
-  readonly #WS: WebSocketConstructor;
-  readonly #token: AgentClientOptions["token"];
-  readonly #protocols: string[];
-  readonly #policy: ReconnectPolicy;
-  readonly #connectTimeoutMs: number;
-  readonly #heartbeat: Required<HeartbeatOptions> | false;
-  readonly #maxQueue: number;
+  readonly #transport: ReconnectingTransport;
+  readonly #events = new Emitter<AgentClientEvents>();
+  readonly #tools: ClientTools;
+  readonly #runner: ToolRunner;
 
-  #state: ClientState = "idle";
-  #ws?: Socket;
-  #generation = 0;
   #sessionId?: string;
   #lastSeq = 0;
   #handshaken = false;
   #sessionEnded = false;
-  #attempt = 0;
-  #openedAt = 0;
   #replayLeft = 0;
+  #replayTimer?: ReturnType<typeof setTimeout>;
   #limits: Record<string, unknown> = {};
-  #serverHeartbeatMs = Infinity;
-  #lastFrameAt = 0;
-  #probeSentAt = 0;
-  #timers: { [K in "retry" | "connect" | "heartbeat" | "replay"]?: ReturnType<typeof setTimeout> } =
-    {};
+  #features: string[] = [];
 
-  #queue: Outgoing[] = [];
   #asks = new Map<string, Ask>();
   #calls = new Set<Call>();
-  #ready?: { promise: Promise<void>; resolve(): void; reject(e: AgentError): void };
-  // Listener<never> is the common supertype of every listener type.
-  #listeners = new Map<keyof AgentClientEvents, Set<Listener<never>>>();
+  /** Keyed by `<type>:<tool_call_id>`. */
+  #answers = new Map<string, Answer>();
 
   /**
    * Creates a client; nothing happens on the network until {@link connect}.
    *
    * @example
    * ```ts
-   * import WebSocket from "ws"; // Node 20
-   * const client = new AgentClient("ws://127.0.0.1:8000", { WebSocket, reconnect: { maxAttempts: 5 } });
+   * import { AgentClient } from "./agent_client.ts";
+   * // Node 20: pass `{ WebSocket }` from the "ws" package.
+   * const client = new AgentClient("ws://127.0.0.1:8000", { reconnect: { maxAttempts: 5 } });
    * ```
    */
   constructor(url: string, options: AgentClientOptions = {}) {
-    const WS = options.WebSocket ??
-      (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
-    if (!WS) {
-      throw new TypeError(
-        "No global WebSocket: pass one, e.g. { WebSocket } from the 'ws' package",
-      );
-    }
     this.#url = url;
-    this.#WS = WS;
-    this.#token = options.token;
-    this.#protocols = [PROTOCOL, ...(options.protocols ?? []).filter((p) => p !== PROTOCOL)];
-    this.#policy = resolveReconnect(options.reconnect);
-    this.#connectTimeoutMs = options.connectTimeoutMs ?? 10_000;
-    this.#heartbeat = options.heartbeat === false ? false : {
-      intervalMs: options.heartbeat?.intervalMs ?? 15_000,
-      timeoutMs: options.heartbeat?.timeoutMs ?? 10_000,
-    };
-    this.#maxQueue = options.maxOfflineQueue ?? 100;
+    this.#tools = options.tools ?? {};
+    this.#runner = new ToolRunner(this.#tools, options.onApproval, {
+      answer: (frame) => this.#answer(frame),
+      requestApproval: (request) => this.#events.emit("approval", request),
+    });
+    const protocols = [PROTOCOL, ...(options.protocols ?? []).filter((p) => p !== PROTOCOL)];
+    this.#transport = new ReconnectingTransport(url, { ...options, protocols }, {
+      handshake: true,
+      url: () => this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url,
+      probe: () => JSON.stringify({ type: "ping", id: `heartbeat-${uuid()}` }),
+      classifyClose: (code, _reason, disposition) => {
+        if (code === CLOSE.tooLarge) {
+          // Resending the frame that was too big would only loop: fail it instead.
+          this.#failSent(
+            new AgentError("message_too_large", "Frame too large for the server"),
+            true,
+          );
+        }
+        // The notification is the reliable signal; the close reason text is only a convention.
+        return this.#sessionEnded ? { reconnect: false, error: "session_timeout" } : disposition;
+      },
+    });
+    const t = this.#transport;
+    t.on("socket", () => this.#resetSocket());
+    t.on("message", (data) => this.#onMessage(data));
+    t.on("close", (e) => (this.#resetSocket(), this.#events.emit("close", e)));
+    t.on("reconnecting", (e) => this.#events.emit("reconnecting", e));
+    t.on("error", (e) => this.#events.emit("error", e));
+    t.on("stop", (e) => this.#onStop(e));
   }
 
   /** @example `if (client.state === "reconnecting") showBanner();` */
   get state(): ClientState {
-    return this.#state;
+    return this.#transport.state;
   }
 
   /** @example `localStorage.sessionId = client.sessionId;` */
@@ -443,10 +361,42 @@ export class AgentClient {
   }
 
   /**
+   * Features the server announced in `connected` (v1.1), e.g. `tools`, `client_tools`.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.on("open", () => {
+   *   if (!client.features.includes("client_tools")) console.warn("tools will not be called");
+   * });
+   * ```
+   */
+  get features(): readonly string[] {
+    return this.#features;
+  }
+
+  /**
+   * Tool calls of this client's queries waiting for {@linkcode approve}, oldest first.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * for (const r of client.pendingApprovals) r.approve(true);
+   * ```
+   */
+  get pendingApprovals(): ApprovalRequest[] {
+    return this.#runner.pendingApprovals;
+  }
+
+  /**
    * Subscribes to an event; returns the unsubscribe function.
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
    * const off = client.on("reconnecting", ({ attempt, delayMs }) => console.log(attempt, delayMs));
    * off();
    * ```
@@ -455,10 +405,7 @@ export class AgentClient {
     type: K,
     listener: Listener<AgentClientEvents[K]>,
   ): () => void {
-    let set = this.#listeners.get(type);
-    if (!set) this.#listeners.set(type, set = new Set());
-    set.add(listener);
-    return () => this.off(type, listener);
+    return this.#events.on(type, listener);
   }
 
   /**
@@ -466,11 +413,15 @@ export class AgentClient {
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * const onStatus = () => {};
+   * client.on("status", onStatus);
    * client.off("status", onStatus);
    * ```
    */
   off<K extends keyof AgentClientEvents>(type: K, listener: Listener<AgentClientEvents[K]>): void {
-    this.#listeners.get(type)?.delete(listener);
+    this.#events.off(type, listener);
   }
 
   /**
@@ -481,45 +432,52 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.connect();
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   await client.connect();
+   * }
    * ```
    */
   connect(): Promise<void> {
-    if (this.#state === "open") return Promise.resolve();
-    if (!this.#ready) {
-      let resolve = noop, reject: (e: AgentError) => void = noop;
-      const promise = new Promise<void>((res, rej) => [resolve, reject] = [res, rej]);
-      promise.catch(noop); // callers that do not await must not crash the process
-      this.#ready = { promise, resolve, reject };
-    }
-    if (this.#state === "idle" || this.#state === "closed") {
-      this.#state = "connecting";
-      this.#attempt = 0;
-      void this.#open();
-    }
-    return this.#ready.promise;
+    return this.#transport.connect();
   }
 
   /**
    * Sends a query. While disconnected (or before {@link connect}) it waits in the offline
    * queue, bounded by `maxOfflineQueue`; a full queue rejects `response` with
-   * `offline_queue_full`.
+   * `offline_queue_full`. Registered client tools are declared with it.
    *
    * @example
    * ```ts
-   * const h = client.ask("Write a haiku", { model: "gpt-4o-mini" });
-   * for await (const d of h.deltas) Deno.stdout.writeSync(new TextEncoder().encode(d));
-   * const { usage, timing } = await h.response;
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const h = client.ask("Write a haiku", { model: "gpt-4o-mini" });
+   *   for await (const d of h.deltas) Deno.stdout.writeSync(new TextEncoder().encode(d));
+   *   const { usage, timing } = await h.response;
+   * }
    * ```
    */
   ask(content: string, options: AskOptions = {}): AskHandle {
     const id = options.id ?? uuid();
-    const frame: ClientFrame = { type: "query", id, content };
+    const frame: QueryFrame & { id: string } = { type: "query", id, content };
     if (options.model !== undefined) frame.model = options.model;
     if (options.stream !== undefined) frame.stream = options.stream;
     if (options.metadata !== undefined) frame.metadata = options.metadata;
+    if (options.tools !== false) {
+      const tools = declareTools(this.#tools, options.tools);
+      if (tools.length) frame.tools = tools;
+    }
 
-    const stream = new DeltaStream();
+    const deltas = new BufferedStream<string>();
+    const reasoning = new BufferedStream<string>();
+    const events = new BufferedStream<AskEvent>();
+    const end = (e?: AgentError) => {
+      for (const s of [deltas, reasoning, events]) s.end(e);
+      this.#runner.endQuery(id);
+      for (const [key, a] of this.#answers) if (a.frame.id === id) this.#answers.delete(key);
+    };
     let resolve: (r: FinalResponse) => void = noop, reject: (e: AgentError) => void = noop;
     const response = new Promise<FinalResponse>((res, rej) => [resolve, reject] = [res, rej]);
     response.catch(noop); // users reading only `deltas` get the error there instead
@@ -528,24 +486,29 @@ export class AgentClient {
       sent: false,
       acked: false,
       resends: 0,
-      stream,
+      deltas,
+      reasoning,
+      events,
       streamed: false,
-      resolve: (r) => (stream.end(), resolve(r)),
-      fail: (e) => (stream.end(e), reject(e)),
+      resolve: (r) => (end(), resolve(r)),
+      fail: (e) => (end(e), reject(e)),
     };
     const handle: AskHandle = {
       id,
-      deltas: stream,
+      deltas,
+      reasoning,
+      events,
       response,
       // The answer already tells how the query ended, so a cancel that lost the race with the
       // end of the query is not an error worth an unhandled rejection.
       cancel: () => this.#asks.has(id) ? this.cancel(id).then(noop, noop) : Promise.resolve(),
+      approve: (toolCallId, approved, reason) => this.approve(id, toolCallId, approved, reason),
     };
     try {
       if (this.#asks.has(id)) throw new AgentError("duplicate_id", `Query ${id} is in progress`);
       this.#checkLimits(frame);
       this.#asks.set(id, ask);
-      this.#enqueue({ frame, onSent: () => ask.sent = true });
+      this.#transport.send(JSON.stringify(frame), () => ask.sent = true);
     } catch (e) {
       if (this.#asks.get(id) === ask) this.#asks.delete(id);
       ask.fail(e instanceof AgentError ? e : new AgentError("internal_error", String(e)));
@@ -554,11 +517,31 @@ export class AgentClient {
   }
 
   /**
+   * Decides on a tool call that needs approval (an `approval` frame). For a client tool that
+   * is approved, the tool then runs and its result is sent. Throws `AgentError` `closed` after
+   * the client stopped.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.on("approval", (r) => client.approve(r.queryId, r.toolCallId, r.tool === "get_weather"));
+   * ```
+   */
+  approve(queryId: string, toolCallId: string, approved: boolean, reason?: string): void {
+    this.#runner.approve(queryId, toolCallId, approved, reason);
+  }
+
+  /**
    * Sends a command and resolves with the `notification` answering it (matched by id).
    *
    * @example
    * ```ts
-   * const n = await client.command("stats");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const n = await client.command("stats");
+   * }
    * ```
    */
   command(name: string, args?: Record<string, unknown>): Promise<NotificationFrame> {
@@ -573,7 +556,12 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.cancel(handle.id);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const handle = client.ask("A long story");
+   *   await client.cancel(handle.id);
+   * }
    * ```
    */
   cancel(id?: string): Promise<NotificationFrame> {
@@ -585,7 +573,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.reset();
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   await client.reset();
+   * }
    * ```
    */
   reset(): Promise<NotificationFrame> {
@@ -597,8 +589,12 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * const n = await client.history();
-   * console.log(n.messages ?? n.content);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const n = await client.history();
+   *   console.log(n.messages ?? n.content);
+   * }
    * ```
    */
   history(): Promise<NotificationFrame> {
@@ -610,7 +606,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * console.log(await client.stats());
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   console.log(await client.stats());
+   * }
    * ```
    */
   stats(): Promise<NotificationFrame> {
@@ -622,7 +622,13 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * await client.feedback(handle.id, "up", "Spot on");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const handle = client.ask("Hi");
+   *   await handle.response;
+   *   await client.feedback(handle.id, "up", "Spot on");
+   * }
    * ```
    */
   feedback(id: string, rating: "up" | "down", comment?: string): Promise<NotificationFrame> {
@@ -641,7 +647,11 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * console.log(`${await client.ping()} ms`);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   console.log(`${await client.ping()} ms`);
+   * }
    * ```
    */
   ping(): Promise<number> {
@@ -661,11 +671,13 @@ export class AgentClient {
    *
    * @example
    * ```ts
-   * client.send({ type: "feedback", id: "q1", rating: "down" });
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.send({ type: "feedback", id: "q1", rating: "down" }); // queued until connected
    * ```
    */
   send(frame: ClientFrame): void {
-    this.#enqueue({ frame });
+    this.#transport.send(JSON.stringify(frame));
   }
 
   /**
@@ -673,133 +685,40 @@ export class AgentClient {
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
    * client.close();
    * ```
    */
-  close(code = 1000, reason = "Client closed"): void {
-    if (this.#state === "closed") return;
-    const wasIdle = this.#state === "idle";
-    this.#dropSocket(code, reason);
-    this.#stop(new AgentError("closed", "The client was closed"));
-    if (!wasIdle) this.#emit("close", { code, reason, willReconnect: false });
+  close(code: number = CLOSE.normal, reason = "Client closed"): void {
+    this.#transport.close(code, reason);
   }
 
   // -------------------------------------------------------------------------------------------
   // Connection lifecycle
 
-  async #open(): Promise<void> {
-    const generation = ++this.#generation;
-    let token: string | undefined;
-    try {
-      token = typeof this.#token === "function" ? await this.#token() : this.#token;
-    } catch (e) {
-      if (generation !== this.#generation || this.#state === "closed") return;
-      this.#emit("error", new AgentError("token_error", `Token provider failed: ${e}`));
-      return this.#onClose(4000, "Token provider failed");
-    }
-    // close() or connect() may have run while the token was being fetched.
-    if (generation !== this.#generation || this.#state === "closed") return;
-
-    const protocols = token ? [...this.#protocols, `jwt-${token}`] : this.#protocols;
-    let ws: Socket;
-    try {
-      const url = this.#sessionId
-        ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq)
-        : this.#url;
-      ws = new this.#WS(url, protocols) as unknown as Socket;
-    } catch (e) {
-      const err = new AgentError("invalid_url", `Cannot open ${this.#url}: ${e}`);
-      this.#emit("error", err);
-      return this.#stop(err);
-    }
-    this.#ws = ws;
-    this.#handshaken = false;
-    ws.onmessage = (ev) => this.#ws === ws && this.#onMessage(ev.data);
-    // Some runtimes report 0 instead of 1006 when the connection is lost without a close frame.
-    ws.onclose = (ev) => this.#ws === ws && this.#onClose(ev.code || 1006, ev.reason ?? "");
-    // Must stay set: the `ws` package throws on an "error" event nobody listens to.
-    ws.onerror = noop;
-    this.#timers.connect = setTimeout(() => this.#abort("Connect timeout"), this.#connectTimeoutMs);
-  }
-
-  /** Detaches the current socket and stops its timers; closes it when given a code. */
-  #dropSocket(code?: number, reason?: string) {
-    const ws = this.#ws;
-    this.#ws = undefined;
+  /** A socket went away or a new one is opening: its handshake and replay start over. */
+  #resetSocket() {
     this.#handshaken = false;
     this.#replayLeft = 0;
-    for (const t of Object.values(this.#timers)) clearTimeout(t);
-    if (!ws || code === undefined) return;
-    ws.onmessage = ws.onclose = noop;
-    try {
-      ws.close(code, reason);
-    } catch { /* already closing */ }
+    clearTimeout(this.#replayTimer);
   }
 
-  /** Gives up on a socket that looks dead, as if it had closed abnormally. */
-  #abort(reason: string) {
-    this.#dropSocket(4000, reason);
-    this.#onClose(1006, reason);
-  }
-
-  #onClose(code: number, reason: string) {
-    this.#dropSocket();
-    if (this.#state === "closed") return;
-    if (this.#openedAt && Date.now() - this.#openedAt >= STABLE_MS) this.#attempt = 0;
-    this.#openedAt = 0;
-    let { reconnect, error } = closeDisposition(code, reason);
-    // The notification is the reliable signal; the close reason text is only a convention.
-    if (this.#sessionEnded) [reconnect, error] = [false, "session_timeout"];
-    if (code === 1009) {
-      // Resending the frame that was too big would only loop: fail it instead.
-      this.#failSent(new AgentError("message_too_large", "Frame too large for the server"), true);
-    }
-    const willReconnect = reconnect && this.#attempt < this.#policy.maxAttempts;
-    this.#emit("close", { code, reason, willReconnect });
-    if (this.#stopped()) return; // a listener called close()
-    if (!willReconnect) {
-      const err = new AgentError(
-        error ?? "reconnect_failed",
-        error
-          ? `Connection closed (${code}${reason ? ` ${reason}` : ""})`
-          : `Gave up after ${this.#attempt} reconnect attempts`,
-        { retryable: error === undefined || error === "too_many_connections" },
-      );
-      if (error === "session_timeout") this.#sessionId = undefined;
-      this.#emit("error", err);
-      return this.#stop(err);
-    }
-    const delayMs = backoffDelay(this.#attempt, this.#policy);
-    this.#attempt++;
-    this.#state = "reconnecting";
-    this.#timers.retry = setTimeout(() => void this.#open(), delayMs);
-    this.#emit("reconnecting", { attempt: this.#attempt, delayMs });
-  }
-
-  // A method, not an inline comparison: TypeScript cannot see that listeners change the state.
-  #stopped(): boolean {
-    return this.#state === "closed";
-  }
-
-  #stop(err: AgentError) {
-    this.#dropSocket(1000, "Client stopped");
-    this.#generation++;
-    this.#state = "closed";
+  #onStop(err: AgentError) {
+    this.#resetSocket();
     this.#sessionEnded = false;
-    this.#queue = [];
+    if (err.code === "session_timeout") this.#sessionId = undefined;
     const pending = [...this.#asks.values(), ...this.#calls];
     this.#asks.clear();
     this.#calls.clear();
-    for (const p of pending) p.fail(withId(err, p.frame.id));
-    this.#ready?.reject(err);
-    this.#ready = undefined;
+    this.#answers.clear();
+    for (const p of pending) p.fail(err.withId(p.frame.id));
   }
 
   // -------------------------------------------------------------------------------------------
   // Incoming frames
 
   #onMessage(data: unknown) {
-    this.#lastFrameAt = Date.now();
     let f: AnyFrame;
     try {
       const text = typeof data === "string" ? data : textDecoder.decode(data as ArrayBuffer);
@@ -820,7 +739,6 @@ export class AgentClient {
   }
 
   #onHandshake(f: NotificationFrame) {
-    clearTimeout(this.#timers.connect);
     const resumed = f.event === "resumed";
     const previous = this.#sessionId;
     const sessionId = typeof f.session_id === "string" ? f.session_id : previous ?? "";
@@ -833,24 +751,20 @@ export class AgentClient {
       if (f.limits && typeof f.limits === "object") {
         this.#limits = f.limits as Record<string, unknown>;
       }
-      if (typeof f.heartbeat_ms === "number" && f.heartbeat_ms > 0) {
-        this.#serverHeartbeatMs = f.heartbeat_ms;
-      }
+      if (Array.isArray(f.features)) this.#features = f.features.map(String);
+      if (typeof f.heartbeat_ms === "number") this.#transport.limitHeartbeat(f.heartbeat_ms);
     }
     this.#sessionId = sessionId;
     this.#handshaken = true;
-    this.#openedAt = Date.now();
     this.#replayLeft = replayed;
-    this.#state = "open";
-    this.#probeSentAt = 0;
-    this.#scheduleHeartbeat(this.#heartbeatInterval());
-    if (replayed) this.#timers.replay = setTimeout(() => this.#afterReplay(), REPLAY_GRACE_MS);
+    this.#transport.opened();
+    if (replayed) this.#replayTimer = setTimeout(() => this.#afterReplay(), REPLAY_GRACE_MS);
 
     // Events come last: a listener may call close(), which every step below must respect.
     // A `connected` answer to a resume means the old session is gone.
     const lost = !resumed && previous !== undefined;
     if (lost || sessionId !== previous) {
-      this.#emit("session", { sessionId, previousSessionId: previous, lost });
+      this.#events.emit("session", { sessionId, previousSessionId: previous, lost });
     }
     if (lost) {
       // Queries the old session had are gone; frames never sent go to the new session. The
@@ -861,11 +775,14 @@ export class AgentClient {
         }),
       );
     }
-    if (this.#state === "open") this.#dispatch(f);
-    if (this.#state === "open") this.#emit("open", { sessionId, resumed, replayed });
-    this.#ready?.resolve();
-    this.#ready = undefined;
+    if (this.#open()) this.#dispatch(f);
+    if (this.#open()) this.#events.emit("open", { sessionId, resumed, replayed });
     if (!replayed) this.#afterReplay();
+  }
+
+  // A method, not an inline comparison: TypeScript cannot see that listeners change the state.
+  #open(): boolean {
+    return this.#transport.state === "open";
   }
 
   #accept(f: AnyFrame) {
@@ -880,49 +797,76 @@ export class AgentClient {
 
   /** The session is caught up: redo what the old socket may have swallowed, then the queue. */
   #afterReplay() {
-    clearTimeout(this.#timers.replay);
-    if (this.#state !== "open") return; // a listener closed the client meanwhile
+    clearTimeout(this.#replayTimer);
+    if (!this.#open()) return; // a listener closed the client meanwhile
     this.#replayLeft = 0;
     // A frame written to a dying socket may never have reached the server. If the replay holds
     // no answer to it, the server never read it (every frame gets an answer), so sending it
-    // again cannot duplicate it.
-    for (const p of [...this.#asks.values(), ...this.#calls]) {
+    // again cannot duplicate it. A tool answer sent twice is refused with `not_found`, which
+    // is then taken as its acknowledgement.
+    for (const p of [...this.#asks.values(), ...this.#calls, ...this.#answers.values()]) {
       if (!p.sent || p.acked) continue;
       if (++p.resends <= MAX_RESENDS) {
-        this.#write(p.frame);
+        this.#transport.write(JSON.stringify(p.frame));
         continue;
       }
       const id = p.frame.id;
       if (id !== undefined && this.#asks.get(id) === p) this.#asks.delete(id);
       this.#calls.delete(p as Call);
+      for (const [key, a] of this.#answers) if (a === p) this.#answers.delete(key);
       const why = "The connection kept dropping before the server answered";
       p.fail(new AgentError("delivery_failed", why, { retryable: true, id }));
     }
-    while (this.#queue.length && this.#canSend()) {
-      const { frame, onSent } = this.#queue.shift()!;
-      this.#write(frame);
-      onSent?.();
-    }
+    this.#transport.release();
   }
 
   #dispatch(f: AnyFrame) {
-    this.#emit("frame", f as ServerFrame);
+    this.#events.emit("frame", f as ServerFrame);
     const id = typeof f.id === "string" ? f.id : undefined;
     const ask = id === undefined ? undefined : this.#asks.get(id);
     if (ask) ask.acked = true;
     switch (f.type) {
       case "notification":
         if (f.event === "session_timeout") this.#sessionEnded = true;
-        this.#emit("notification", f as NotificationFrame);
+        this.#events.emit("notification", f as NotificationFrame);
         return this.#settleCall(f);
       case "status":
-        return this.#emit("status", f as StatusFrame);
+        ask?.events.push(f as StatusFrame);
+        return this.#events.emit("status", f as StatusFrame);
       case "pong":
-        this.#emit("pong", f as PongFrame);
+        this.#events.emit("pong", f as PongFrame);
         return this.#settleCall(f);
+      case "reasoning": {
+        const r = f as unknown as ReasoningFrame;
+        this.#events.emit("reasoning", r);
+        if (ask && typeof r.delta === "string") {
+          ask.reasoning.push(r.delta);
+          ask.events.push(r);
+        }
+        return;
+      }
+      case "tool_call": {
+        const call = f as unknown as ToolCallFrame;
+        this.#events.emit("tool_call", call);
+        if (!ask || typeof call.tool_call_id !== "string") return;
+        ask.events.push(call);
+        // Only this client's queries: in a shared conversation the socket that asked answers.
+        return this.#runner.onToolCall(call);
+      }
+      case "tool_result": {
+        const result = f as unknown as ToolResultFrame;
+        if (typeof result.tool_call_id !== "string") return;
+        this.#settleAnswers(result.tool_call_id);
+        this.#runner.settled(result.tool_call_id);
+        this.#events.emit("tool_result", result);
+        return ask?.events.push(result);
+      }
       case "error": {
+        const toolCallId = typeof f.tool_call_id === "string" ? f.tool_call_id : undefined;
+        // A resent tool answer the server already had: the refusal confirms delivery.
+        if (id === undefined && toolCallId && this.#settleAnswers(toolCallId)) return;
         const err = AgentError.fromFrame(f as ErrorFrame);
-        this.#emit("error", err);
+        this.#events.emit("error", err);
         if (ask) {
           this.#asks.delete(id!);
           return ask.fail(err);
@@ -936,15 +880,16 @@ export class AgentClient {
       }
       case "response": {
         const r = f as ResponseFrame;
-        this.#emit("response", r);
+        this.#events.emit("response", r);
         if (!ask) return;
+        ask.events.push(r);
         if (typeof r.delta === "string" && r.delta) {
-          ask.stream.push(r.delta);
+          ask.deltas.push(r.delta);
           ask.streamed = true;
         }
         if (r.done !== true) return;
         // stream:false answers come whole; the deltas iterator still yields the text once.
-        if (!ask.streamed && typeof r.content === "string" && r.content) ask.stream.push(r.content);
+        if (!ask.streamed && typeof r.content === "string" && r.content) ask.deltas.push(r.content);
         this.#asks.delete(id!);
         ask.resolve(r as FinalResponse);
       }
@@ -963,6 +908,18 @@ export class AgentClient {
         return c.resolve(f);
       }
     }
+  }
+
+  /** The server has the answers about `toolCallId`; returns whether any was resent. */
+  #settleAnswers(toolCallId: string): boolean {
+    let resent = false;
+    for (const type of ["tool_result", "approval"]) {
+      const a = this.#answers.get(`${type}:${toolCallId}`);
+      if (!a) continue;
+      resent ||= a.resends > 0;
+      this.#answers.delete(`${type}:${toolCallId}`);
+    }
+    return resent;
   }
 
   // -------------------------------------------------------------------------------------------
@@ -987,37 +944,17 @@ export class AgentClient {
         resolve: settle,
       };
       // A throw here (queue full, client closed) rejects the promise: executors catch.
-      this.#enqueue({ frame, onSent: () => (call.sent = true, onSent?.()) });
+      this.#transport.send(JSON.stringify(frame), () => (call.sent = true, onSent?.()));
       this.#calls.add(call);
     });
   }
 
-  #canSend(): boolean {
-    return this.#state === "open" && this.#handshaken && this.#replayLeft === 0 &&
-      this.#ws !== undefined;
-  }
-
-  #enqueue(item: Outgoing) {
-    if (this.#state === "closed") throw new AgentError("closed", "The client is closed");
-    if (this.#canSend()) {
-      this.#write(item.frame);
-      return item.onSent?.();
-    }
-    if (this.#queue.length >= this.#maxQueue) {
-      throw new AgentError(
-        "offline_queue_full",
-        `Offline queue is full (${this.#maxQueue} frames)`,
-        { retryable: true },
-      );
-    }
-    this.#queue.push(item);
-  }
-
-  #write(frame: ClientFrame) {
-    // A send on a socket that is closing is lost silently; resume resends unanswered frames.
-    try {
-      this.#ws?.send(JSON.stringify(frame));
-    } catch { /* the close handler takes it from here */ }
+  /** Sends a tool answer, kept until the server's `tool_result` for the call confirms it. */
+  #answer(frame: ToolAnswerFrame) {
+    const answer: Answer = { frame, sent: false, acked: false, resends: 0, fail: noop };
+    this.#transport.send(JSON.stringify(frame), () => answer.sent = true);
+    // The query may be over already (its end withdraws answers); then nobody waits for this.
+    if (this.#asks.has(frame.id)) this.#answers.set(`${frame.type}:${frame.tool_call_id}`, answer);
   }
 
   /** Rejects what the server may have had; frames never sent stay queued for the next session. */
@@ -1025,7 +962,7 @@ export class AgentClient {
     for (const [id, ask] of this.#asks) {
       if (ask.sent && !(unackedOnly && ask.acked)) {
         this.#asks.delete(id);
-        ask.fail(withId(err, id));
+        ask.fail(err.withId(id));
       }
     }
     for (const c of this.#calls) {
@@ -1034,10 +971,11 @@ export class AgentClient {
         c.fail(err);
       }
     }
+    for (const [key, a] of this.#answers) if (a.sent) this.#answers.delete(key);
   }
 
   /** Rejects a query the server would refuse for size, rather than risk a 1009 close. */
-  #checkLimits(frame: ClientFrame & { type: "query" }) {
+  #checkLimits(frame: QueryFrame) {
     const maxChars = this.#limits.max_content_chars;
     const maxBytes = this.#limits.max_message_bytes;
     const tooLong = typeof maxChars === "number" && frame.content.length > maxChars;
@@ -1048,54 +986,6 @@ export class AgentClient {
       throw new AgentError("message_too_large", "Query exceeds the server's size limits", {
         id: frame.id,
       });
-    }
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Heartbeat
-
-  #heartbeatInterval(): number {
-    return this.#heartbeat ? Math.min(this.#heartbeat.intervalMs, this.#serverHeartbeatMs) : 0;
-  }
-
-  #scheduleHeartbeat(ms: number) {
-    if (!this.#heartbeat) return;
-    clearTimeout(this.#timers.heartbeat);
-    this.#timers.heartbeat = setTimeout(() => this.#onHeartbeat(), Math.max(0, ms));
-  }
-
-  // One timer re-armed from timestamps instead of one reset per frame: streams are chatty.
-  #onHeartbeat() {
-    if (!this.#heartbeat || !this.#ws) return;
-    const now = Date.now();
-    if (this.#probeSentAt && this.#lastFrameAt < this.#probeSentAt) {
-      const left = this.#probeSentAt + this.#heartbeat.timeoutMs - now;
-      return left <= 0 ? this.#abort("Heartbeat timeout") : this.#scheduleHeartbeat(left);
-    }
-    this.#probeSentAt = 0;
-    const idle = now - this.#lastFrameAt;
-    const interval = this.#heartbeatInterval();
-    if (idle < interval) return this.#scheduleHeartbeat(interval - idle);
-    this.#write({ type: "ping", id: `heartbeat-${uuid()}` });
-    this.#probeSentAt = now;
-    this.#scheduleHeartbeat(this.#heartbeat.timeoutMs);
-  }
-
-  // -------------------------------------------------------------------------------------------
-  // Events
-
-  #emit<K extends keyof AgentClientEvents>(type: K, event: AgentClientEvents[K]) {
-    const set = this.#listeners.get(type);
-    if (!set) return;
-    for (const listener of [...set] as Listener<AgentClientEvents[K]>[]) {
-      try {
-        listener(event);
-      } catch (e) {
-        // A throwing listener must not corrupt the client's state; surface it asynchronously.
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
     }
   }
 }

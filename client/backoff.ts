@@ -11,6 +11,7 @@
  * ```
  * @module
  */
+import { CLOSE } from "./protocol.ts";
 
 /**
  * Reconnect tuning. Every field is optional; see {@link DEFAULT_RECONNECT} for the defaults.
@@ -99,10 +100,12 @@ export function backoffDelay(
 }
 
 /**
- * What a close code means for the client: reconnect, or stop with an error code.
+ * What a close code means for the client: reconnect (perhaps with a fresh token), or stop with
+ * an error code.
  *
  * @example
  * ```ts
+ * import { closeDisposition } from "./backoff.ts";
  * const d: CloseDisposition = closeDisposition(4001, "");
  * if (!d.reconnect) console.log(d.error); // "unauthorized"
  * ```
@@ -111,32 +114,42 @@ export interface CloseDisposition {
   reconnect: boolean;
   /** `AgentError` code to stop with, when `reconnect` is false. */
   error?: string;
+  /**
+   * The token was refused as expired: reconnect only with a token the provider function fetches
+   * anew. A fixed token string cannot be renewed, so the client then stops with `token_expired`.
+   */
+  refreshToken?: boolean;
 }
 
 /**
- * Classifies a close. Terminal: 4001 (bad token: retrying cannot help until the app gets a new
- * one), 1008 (policy, e.g. origin refused), 4029 (too many connections: retrying would only add
- * load), 4002 (another connection resumed this session: reconnecting would steal it back, and
- * the two would evict each other forever) and 1000 "Session timeout" (the server ended the
- * session on purpose). Everything else, 1012 restart and abnormal 1006 included, is worth a
- * reconnect and resume.
+ * Classifies a close. Terminal: `CLOSE.unauthorized` 4001 (bad token: retrying cannot help until
+ * the app gets a new one), `CLOSE.policy` 1008 (e.g. origin refused),
+ * `CLOSE.tooManyConnections` 4029 (retrying would only add load), `CLOSE.takenOver` 4002
+ * (another connection resumed this session: reconnecting would steal it back, and the two would
+ * evict each other forever) and `CLOSE.normal` 1000 "Session timeout" (the server ended the
+ * session on purpose). `CLOSE.tokenExpired` 4003 reconnects with a token fetched anew.
+ * Everything else, 1012 restart and abnormal 1006 included, is worth a reconnect and resume.
  *
  * @example
  * ```ts
+ * import { closeDisposition } from "./backoff.ts";
  * closeDisposition(1012, "Server restart"); // { reconnect: true }
+ * closeDisposition(4003, "Token expired"); // { reconnect: true, refreshToken: true }
  * ```
  */
 export function closeDisposition(code: number, reason: string): CloseDisposition {
   switch (code) {
-    case 4001:
+    case CLOSE.unauthorized:
       return { reconnect: false, error: "unauthorized" };
-    case 1008:
+    case CLOSE.policy:
       return { reconnect: false, error: "policy_violation" };
-    case 4029:
+    case CLOSE.tooManyConnections:
       return { reconnect: false, error: "too_many_connections" };
-    case 4002:
+    case CLOSE.takenOver:
       return { reconnect: false, error: "session_taken_over" };
-    case 1000:
+    case CLOSE.tokenExpired:
+      return { reconnect: true, refreshToken: true };
+    case CLOSE.normal:
       if (/session timeout/i.test(reason)) return { reconnect: false, error: "session_timeout" };
   }
   return { reconnect: true };

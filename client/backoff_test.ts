@@ -6,6 +6,7 @@ import {
   resolveReconnect,
   resumeUrl,
 } from "./backoff.ts";
+import { CLOSE } from "./protocol.ts";
 
 function assertEquals<T>(actual: T, expected: T) {
   const [a, e] = [JSON.stringify(actual), JSON.stringify(expected)];
@@ -67,6 +68,11 @@ Deno.test("terminal close codes stop, others reconnect", () => {
   assertEquals(closeDisposition(1000, "Session timeout"), {
     reconnect: false,
     error: "session_timeout",
+  });
+  // An expired token is renewed by reconnecting, never a reason to give up.
+  assertEquals(closeDisposition(CLOSE.tokenExpired, "Token expired"), {
+    reconnect: true,
+    refreshToken: true,
   });
   for (const code of [1000, 1001, 1006, 1011, 1012, 4000]) {
     assertEquals(closeDisposition(code, "").reconnect, true);

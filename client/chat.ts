@@ -1,7 +1,9 @@
 /**
  * Interactive terminal chat with the agent, built on the SDK. Answers stream as they arrive;
  * input stays live meanwhile, so `/cancel` works mid-answer. Survives server restarts by
- * reconnecting and resuming. Set `AGENT_TOKEN` to send a JWT.
+ * reconnecting and resuming. Set `AGENT_TOKEN` to send a JWT. Shows the model's reasoning
+ * (dimmed), tool calls and their results; a tool that needs approval is asked about with y/n,
+ * and the next line typed answers it.
  *
  * Commands: `/cancel`, `/reset`, `/history`, `/stats`, `/help`, `/quit`.
  *
@@ -12,7 +14,13 @@
  * ```
  * @module
  */
-import { AgentClient, AgentError, type NotificationFrame, type StatusFrame } from "./mod.ts";
+import {
+  AgentClient,
+  AgentError,
+  type ApprovalRequest,
+  type NotificationFrame,
+  type StatusFrame,
+} from "./mod.ts";
 
 const url = Deno.args[0] ?? "ws://127.0.0.1:8000";
 const color = Deno.stdout.isTerminal() && !Deno.env.get("NO_COLOR");
@@ -20,6 +28,8 @@ const encoder = new TextEncoder();
 // Whether the cursor sits after answer text, so a status line must start on a fresh line.
 let midLine = false;
 let quitting = false;
+// What the streamed text on the current line is, so reasoning and answer never share a line.
+let streaming: "reasoning" | "answer" | undefined;
 
 function write(text: string) {
   const bytes = encoder.encode(text);
@@ -29,6 +39,22 @@ function write(text: string) {
 
 function dim(text: string) {
   write(`${midLine ? "\n" : ""}${color ? `\x1b[2m${text}\x1b[0m` : text}\n`);
+  streaming = undefined;
+}
+
+/** Streams a piece of reasoning or answer text, starting a fresh line when the kind changes. */
+function stream(kind: "reasoning" | "answer", text: string) {
+  if (streaming !== kind && midLine) write("\n");
+  if (streaming !== kind && kind === "reasoning") write(color ? "\x1b[2;3m" : "(thinking) ");
+  if (streaming === "reasoning" && kind !== "reasoning" && color) write("\x1b[0m");
+  streaming = kind;
+  write(kind === "reasoning" && color ? `\x1b[2;3m${text}\x1b[0m` : text);
+}
+
+/** JSON, cut short for one line. */
+function brief(value: unknown, max = 200): string {
+  const text = JSON.stringify(value) ?? String(value);
+  return text.length > max ? `${text.slice(0, max)}…` : text;
 }
 
 function describe(s: StatusFrame): string {
@@ -75,8 +101,25 @@ async function* lines(stream: ReadableStream<Uint8Array>): AsyncGenerator<string
   if (buffer) yield buffer;
 }
 
+// Approvals wait here for a y/n line, oldest first.
+const approvals: { request: ApprovalRequest; decide(yes: boolean): void }[] = [];
+
+function promptApproval() {
+  const next = approvals[0];
+  if (!next) return;
+  const { tool, arguments: args, executor } = next.request;
+  dim(`[approve ${executor} tool ${tool}(${brief(args)})? y/n]`);
+}
+
 const token = Deno.env.get("AGENT_TOKEN");
-const client = new AgentClient(url, { token: token || undefined });
+const client = new AgentClient(url, {
+  token: token || undefined,
+  onApproval: (request) =>
+    new Promise<boolean>((decide) => {
+      approvals.push({ request, decide });
+      if (approvals.length === 1) promptApproval();
+    }),
+});
 
 client.on("status", (s) => dim(`[${describe(s)}]`));
 client.on("reconnecting", (e) => dim(`[reconnecting in ${e.delayMs} ms, attempt ${e.attempt}]`));
@@ -104,11 +147,31 @@ client.on("error", (e) => !quitting && dim(`[error ${errorText(e)}]`));
 // frame order, so a status line of the next query can never overtake the tail of this answer
 // (an async iterator lags a few microtasks behind).
 client.on("response", (r) => {
-  if (r.delta) write(r.delta);
+  if (r.delta) stream("answer", r.delta);
   if (!r.done) return;
   const stats = [r.finish_reason, r.model, r.usage && `${r.usage.total_tokens} tokens`];
+  if (r.tool_calls) stats.push(`tools ${r.tool_calls}, model calls ${r.iterations}`);
   if (r.timing) stats.push(`${r.timing.total_ms} ms`);
   dim(`[${stats.filter(Boolean).join(" · ")}]`);
+});
+client.on("reasoning", (r) => stream("reasoning", r.delta));
+client.on("tool_call", (c) => {
+  const who = c.executor === "client" ? " · run by this client" : "";
+  dim(`[tool ${c.tool}(${brief(c.arguments)})${who}]`);
+});
+client.on("tool_result", (r) => {
+  // A decision made elsewhere (timeout, another socket) withdraws the question.
+  const i = approvals.findIndex((a) => a.request.toolCallId === r.tool_call_id);
+  if (i >= 0) {
+    approvals.splice(i, 1);
+    if (i === 0) promptApproval();
+  }
+  const took = ` · ${r.duration_ms} ms`;
+  dim(
+    r.ok
+      ? `[tool ${r.tool} → ${brief(r.result)}${took}]`
+      : `[tool ${r.tool} failed: ${r.error}${took}]`,
+  );
 });
 
 const answers = new Set<Promise<unknown>>();
@@ -153,6 +216,17 @@ for await (const raw of lines(Deno.stdin.readable)) {
   if (Deno.stdin.isTerminal()) midLine = false; // the echoed Enter started a fresh line
   const line = raw.trim();
   if (!line) continue;
+  if (approvals.length) {
+    const yes = /^(y|yes)$/i.test(line);
+    if (!yes && !/^(n|no)$/i.test(line)) {
+      promptApproval();
+      continue;
+    }
+    approvals.shift()!.decide(yes);
+    dim(yes ? "[approved]" : "[denied]");
+    promptApproval();
+    continue;
+  }
   if (!line.startsWith("/")) ask(line);
   else if (!command(line)) {
     eof = false;

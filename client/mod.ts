@@ -1,13 +1,17 @@
 /**
- * Client SDK for the `agent_websocket` edge function (protocol v1).
+ * Client SDK for the `agent_websocket` edge function (protocol v1 with the v1.1 additions:
+ * tools, approvals, reasoning). `AgentClient` speaks the protocol; `ReconnectingTransport` is
+ * the reconnecting socket beneath it, usable on its own.
  *
  * @example
  * ```ts
  * import { AgentClient } from "./mod.ts";
  * const client = new AgentClient("ws://127.0.0.1:8000");
- * await client.connect();
- * console.log((await client.ask("Hello!").response).content);
- * client.close();
+ * async function demo() {
+ *   await client.connect();
+ *   console.log((await client.ask("Hello!").response).content);
+ *   client.close();
+ * }
  * ```
  * @module
  */
@@ -15,24 +19,61 @@ export {
   AgentClient,
   type AgentClientEvents,
   type AgentClientOptions,
-  AgentError,
+  type AskEvent,
   type AskHandle,
   type AskOptions,
-  type ClientFrame,
+} from "./agent_client.ts";
+export { AgentError } from "./errors.ts";
+export {
   type ClientState,
+  type HeartbeatOptions,
+  ReconnectingTransport,
+  type TokenProvider,
+  type TransportEvents,
+  type TransportHooks,
+  type TransportOptions,
+  type WebSocketConstructor,
+} from "./transport.ts";
+export {
+  type ApprovalDecision,
+  type ApprovalHandler,
+  type ApprovalRequest,
+  type ClientTool,
+  type ClientTools,
+  type ToolContext,
+} from "./tools.ts";
+export {
+  backoffDelay,
+  type CloseDisposition,
+  closeDisposition,
+  DEFAULT_RECONNECT,
+  type ReconnectOptions,
+} from "./backoff.ts";
+export {
+  type ClientFrame,
+  type ClientToolDeclaration,
+  CLOSE,
+  type CloseCode,
+  ERROR_CODES,
+  type ErrorCode,
   type ErrorFrame,
+  type Feature,
+  FEATURES,
   type FinalResponse,
   type FrameBase,
-  type HeartbeatOptions,
   type NotificationFrame,
   type PongFrame,
   PROTOCOL,
-  type ReconnectOptions,
+  PROTOCOL_VERSION,
+  type QueryFrame,
+  type ReasoningFrame,
   type ResponseFrame,
   type ServerFrame,
   type StatusFrame,
   type StatusState,
+  type Timing,
+  type ToolCallFrame,
+  type ToolExecutor,
+  type ToolResultFrame,
   type Usage,
-  type WebSocketConstructor,
-} from "./agent_client.ts";
-export { backoffDelay, DEFAULT_RECONNECT } from "./backoff.ts";
+} from "./protocol.ts";

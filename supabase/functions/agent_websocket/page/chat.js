@@ -1,3 +1,30 @@
+// supabase/functions/_shared/protocol/codes.ts
+var SUBPROTOCOL = "agent-websocket.v1";
+var TOKEN_SUBPROTOCOL_PREFIX = "jwt-";
+var CLOSE = {
+  /** Normal close, also "Session timeout" after inactivity. */
+  normal: 1e3,
+  /** No pong in time: the connection is dead. Reconnect and resume. */
+  goingAway: 1001,
+  /** The origin was refused, or the client broke the protocol. */
+  policy: 1008,
+  /** A frame above the hard size cap. */
+  tooLarge: 1009,
+  internal: 1011,
+  /** The server is restarting or the connection reached its age: reconnect and resume. */
+  restart: 1012,
+  /** The client stopped reading; it may reconnect and resume later. */
+  tryAgainLater: 1013,
+  /** No valid token: reconnect only with a new one. */
+  unauthorized: 4001,
+  /** Another socket resumed the session; the client must not reconnect on its own. */
+  takenOver: 4002,
+  /** The access token expired while connected: fetch a fresh token, then resume. */
+  tokenExpired: 4003,
+  /** Too many connections for this user. */
+  tooManyConnections: 4029
+};
+
 // client/backoff.ts
 var DEFAULT_RECONNECT = Object.freeze({
   initialDelayMs: 250,
@@ -25,27 +52,32 @@ function backoffDelay(attempt, policy, random = Math.random) {
 }
 function closeDisposition(code, reason) {
   switch (code) {
-    case 4001:
+    case CLOSE.unauthorized:
       return {
         reconnect: false,
         error: "unauthorized"
       };
-    case 1008:
+    case CLOSE.policy:
       return {
         reconnect: false,
         error: "policy_violation"
       };
-    case 4029:
+    case CLOSE.tooManyConnections:
       return {
         reconnect: false,
         error: "too_many_connections"
       };
-    case 4002:
+    case CLOSE.takenOver:
       return {
         reconnect: false,
         error: "session_taken_over"
       };
-    case 1e3:
+    case CLOSE.tokenExpired:
+      return {
+        reconnect: true,
+        refreshToken: true
+      };
+    case CLOSE.normal:
       if (/session timeout/i.test(reason)) return {
         reconnect: false,
         error: "session_timeout"
@@ -68,13 +100,67 @@ function resumeUrl(url, sessionId, lastSeq) {
   return u.toString();
 }
 
-// supabase/functions/_shared/protocol/codes.ts
-var SUBPROTOCOL = "agent-websocket.v1";
+// client/emitter.ts
+var Emitter = class {
+  // Listener<never> is the common supertype of every listener type.
+  #listeners = /* @__PURE__ */ new Map();
+  /**
+   * Subscribes; returns the unsubscribe function.
+   *
+   * @example
+   * ```ts
+   * import { Emitter } from "./emitter.ts";
+   * const off = new Emitter<{ x: number }>().on("x", console.log);
+   * off();
+   * ```
+   */
+  on(type, listener) {
+    let set = this.#listeners.get(type);
+    if (!set) this.#listeners.set(type, set = /* @__PURE__ */ new Set());
+    set.add(listener);
+    return () => this.off(type, listener);
+  }
+  /**
+   * Unsubscribes a listener added with {@linkcode Emitter.on}.
+   *
+   * @example
+   * ```ts
+   * import { Emitter } from "./emitter.ts";
+   * const e = new Emitter<{ x: number }>();
+   * e.on("x", console.log);
+   * e.off("x", console.log);
+   * ```
+   */
+  off(type, listener) {
+    this.#listeners.get(type)?.delete(listener);
+  }
+  /**
+   * Calls every listener of `type` with `event`, in subscription order.
+   *
+   * @example
+   * ```ts
+   * import { Emitter } from "./emitter.ts";
+   * new Emitter<{ x: number }>().emit("x", 42);
+   * ```
+   */
+  emit(type, event) {
+    const set = this.#listeners.get(type);
+    if (!set) return;
+    for (const listener of [
+      ...set
+    ]) {
+      try {
+        listener(event);
+      } catch (e) {
+        queueMicrotask(() => {
+          throw e;
+        });
+      }
+    }
+  }
+};
 
-// client/agent_client.ts
-var REPLAY_GRACE_MS = 2e3;
-var STABLE_MS = 3e3;
-var MAX_RESENDS = 2;
+// client/errors.ts
 var AgentError = class _AgentError extends Error {
   name = "AgentError";
   /** Machine-readable code, e.g. `rate_limited` or `session_lost`. */
@@ -99,7 +185,12 @@ var AgentError = class _AgentError extends Error {
    *
    * @example
    * ```ts
-   * client.on("frame", (f) => f.type === "error" && console.log(AgentError.fromFrame(f).code));
+   * import { AgentError } from "./errors.ts";
+   * const err = AgentError.fromFrame({
+   *   type: "error", seq: 3, timestamp: "", code: "rate_limited", message: "Slow down",
+   *   retryable: true, retry_after_ms: 500,
+   * });
+   * console.log(err.retryAfterMs); // 500
    * ```
    */
   static fromFrame(f) {
@@ -110,17 +201,54 @@ var AgentError = class _AgentError extends Error {
       frame: f
     });
   }
+  /**
+   * A copy attributed to one query or call (client-side errors are shared by all pending ones).
+   *
+   * @example
+   * ```ts
+   * import { AgentError } from "./errors.ts";
+   * console.log(new AgentError("closed", "Closed").withId("q1").id); // "q1"
+   * ```
+   */
+  withId(id) {
+    return new _AgentError(this.code, this.message, {
+      retryable: this.retryable,
+      id
+    });
+  }
 };
-var DeltaStream = class {
-  #chunks = [];
+
+// client/stream.ts
+var BufferedStream = class {
+  #items = [];
   #ended = false;
   #error;
   #wakers = [];
-  push(chunk) {
-    this.#chunks.push(chunk);
+  /**
+   * Adds an item (ignored after {@linkcode BufferedStream.end}).
+   *
+   * @example
+   * ```ts
+   * import { BufferedStream } from "./stream.ts";
+   * new BufferedStream<string>().push("delta");
+   * ```
+   */
+  push(item) {
+    if (this.#ended) return;
+    this.#items.push(item);
     this.#wake();
   }
+  /**
+   * Ends the stream, with `error` thrown to readers when given. Only the first call counts.
+   *
+   * @example
+   * ```ts
+   * import { BufferedStream } from "./stream.ts";
+   * new BufferedStream<string>().end();
+   * ```
+   */
   end(error) {
+    if (this.#ended) return;
     this.#ended = true;
     this.#error = error;
     this.#wake();
@@ -130,7 +258,7 @@ var DeltaStream = class {
   }
   async *[Symbol.asyncIterator]() {
     for (let i = 0; ; ) {
-      if (i < this.#chunks.length) yield this.#chunks[i++];
+      if (i < this.#items.length) yield this.#items[i++];
       else if (this.#ended) {
         if (this.#error !== void 0) throw this.#error;
         return;
@@ -138,28 +266,216 @@ var DeltaStream = class {
     }
   }
 };
-function uuid() {
-  const c = globalThis.crypto;
-  if (typeof c?.randomUUID === "function") return c.randomUUID();
-  const b = new Uint8Array(16);
-  if (typeof c?.getRandomValues === "function") c.getRandomValues(b);
-  else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
-  b[6] = b[6] & 15 | 64;
-  b[8] = b[8] & 63 | 128;
-  const h2 = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
-  return `${h2.slice(0, 8)}-${h2.slice(8, 12)}-${h2.slice(12, 16)}-${h2.slice(16, 20)}-${h2.slice(20)}`;
+
+// client/tools.ts
+var REMEMBERED_CALLS = 1e3;
+function declareTools(tools, names) {
+  const out = [];
+  for (const [name, t] of Object.entries(tools)) {
+    if (names && !names.includes(name)) continue;
+    const d = {
+      name
+    };
+    if (t.description !== void 0) d.description = t.description;
+    if (t.parameters !== void 0) d.parameters = t.parameters;
+    if (t.needs_approval) d.needs_approval = true;
+    out.push(d);
+  }
+  return out;
 }
+function remember(set, id) {
+  set.add(id);
+  if (set.size > REMEMBERED_CALLS) set.delete(set.values().next().value);
+}
+function errorMessage(e) {
+  const text = e instanceof Error ? e.message : String(e);
+  return text || "The tool failed";
+}
+var ToolRunner = class {
+  #tools;
+  #onApproval;
+  #io;
+  #seen = /* @__PURE__ */ new Set();
+  #running = /* @__PURE__ */ new Map();
+  #approvals = /* @__PURE__ */ new Map();
+  #decided = /* @__PURE__ */ new Set();
+  /**
+   * @example
+   * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * new ToolRunner({}, () => true, { answer: console.log, requestApproval: console.log });
+   * ```
+   */
+  constructor(tools, onApproval, io) {
+    this.#tools = tools;
+    this.#onApproval = onApproval;
+    this.#io = io;
+  }
+  /**
+   * Tool calls waiting for a decision, oldest first.
+   *
+   * @example
+   * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * for (const r of runner.pendingApprovals) console.log(r.tool);
+   * ```
+   */
+  get pendingApprovals() {
+    return [
+      ...this.#approvals.values()
+    ];
+  }
+  /**
+   * A `tool_call` of one of this client's queries arrived.
+   *
+   * @example
+   * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * runner.onToolCall({
+   *   type: "tool_call", seq: 5, timestamp: "", id: "q1", tool_call_id: "call_1", tool: "now",
+   *   arguments: {}, iteration: 1, executor: "server", needs_approval: false,
+   * });
+   * ```
+   */
+  onToolCall(f) {
+    if (this.#seen.has(f.tool_call_id)) return;
+    remember(this.#seen, f.tool_call_id);
+    if (f.needs_approval) return this.#askApproval(f);
+    if (f.executor === "client") this.#run(f);
+  }
+  /**
+   * The server's account of a call arrived: it is over (done, failed, denied or timed out), so
+   * a run still going is aborted and a pending question withdrawn.
+   *
+   * @example
+   * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * runner.settled("call_1");
+   * ```
+   */
+  settled(toolCallId) {
+    remember(this.#seen, toolCallId);
+    remember(this.#decided, toolCallId);
+    this.#approvals.delete(toolCallId);
+    const run = this.#running.get(toolCallId);
+    if (run) {
+      this.#running.delete(toolCallId);
+      run.abort.abort(new Error("The server no longer waits for this tool call"));
+    }
+  }
+  /**
+   * A human decided. For a client tool that was approved, the tool runs next.
+   *
+   * @example
+   * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * runner.approve("q1", "call_1", false, "Not now");
+   * ```
+   */
+  approve(queryId, toolCallId, approved, reason) {
+    if (this.#decided.has(toolCallId)) return;
+    remember(this.#decided, toolCallId);
+    const request = this.#approvals.get(toolCallId);
+    this.#approvals.delete(toolCallId);
+    const frame = {
+      type: "approval",
+      id: queryId,
+      tool_call_id: toolCallId,
+      approved
+    };
+    if (reason !== void 0) frame.reason = reason;
+    this.#io.answer(frame);
+    if (approved && request?.executor === "client") this.#run(request.frame);
+  }
+  /**
+   * The query ended: its runs are aborted and its questions withdrawn.
+   *
+   * @example
+   * ```ts
+   * import { ToolRunner } from "./tools.ts";
+   * const runner = new ToolRunner({}, undefined, { answer: console.log, requestApproval: console.log });
+   * runner.endQuery("q1");
+   * ```
+   */
+  endQuery(queryId) {
+    for (const [id, r] of this.#approvals) if (r.queryId === queryId) this.#approvals.delete(id);
+    for (const [id, run] of this.#running) {
+      if (run.queryId !== queryId) continue;
+      this.#running.delete(id);
+      run.abort.abort(new Error("The query ended"));
+    }
+  }
+  #askApproval(f) {
+    const request = {
+      queryId: f.id,
+      toolCallId: f.tool_call_id,
+      tool: f.tool,
+      arguments: f.arguments ?? {},
+      executor: f.executor,
+      frame: f,
+      approve: (approved, reason) => this.approve(f.id, f.tool_call_id, approved, reason)
+    };
+    this.#approvals.set(f.tool_call_id, request);
+    const handler = this.#onApproval;
+    if (!handler) return this.#io.requestApproval(request);
+    Promise.resolve().then(() => handler(request)).then((d) => typeof d === "boolean" ? {
+      approved: d
+    } : d, (e) => ({
+      approved: false,
+      reason: `Approval failed: ${errorMessage(e)}`
+    })).then((d) => {
+      if (this.#approvals.get(f.tool_call_id) !== request) return;
+      try {
+        this.approve(f.id, f.tool_call_id, d?.approved === true, d?.reason);
+      } catch {
+      }
+    });
+  }
+  async #run(f) {
+    const abort = new AbortController();
+    this.#running.set(f.tool_call_id, {
+      queryId: f.id,
+      abort
+    });
+    const answer = {
+      type: "tool_result",
+      id: f.id,
+      tool_call_id: f.tool_call_id
+    };
+    try {
+      const tool = Object.hasOwn(this.#tools, f.tool) ? this.#tools[f.tool] : void 0;
+      if (!tool) throw new Error(`Unknown client tool "${f.tool}"`);
+      const result = await tool.execute(f.arguments ?? {}, {
+        signal: abort.signal,
+        toolCallId: f.tool_call_id,
+        queryId: f.id
+      });
+      answer.result = result === void 0 ? null : result;
+      JSON.stringify(answer);
+    } catch (e) {
+      delete answer.result;
+      answer.error = errorMessage(e);
+    }
+    if (abort.signal.aborted) return;
+    this.#running.delete(f.tool_call_id);
+    try {
+      this.#io.answer(answer);
+    } catch {
+    }
+  }
+};
+
+// client/transport.ts
+var STABLE_MS = 3e3;
+var CLIENT_ABORT = 4e3;
+var ABNORMAL = 1006;
 var noop = () => {
 };
-var textDecoder = new TextDecoder();
-var textEncoder = new TextEncoder();
-function withId(err, id) {
-  return new AgentError(err.code, err.message, {
-    retryable: err.retryable,
-    id
-  });
-}
-var AgentClient = class {
+var ReconnectingTransport = class {
   #url;
   #WS;
   #token;
@@ -168,37 +484,31 @@ var AgentClient = class {
   #connectTimeoutMs;
   #heartbeat;
   #maxQueue;
+  #hooks;
+  #events = new Emitter();
   #state = "idle";
   #ws;
   #generation = 0;
-  #sessionId;
-  #lastSeq = 0;
-  #handshaken = false;
-  #sessionEnded = false;
   #attempt = 0;
   #openedAt = 0;
-  #replayLeft = 0;
-  #limits = {};
-  #serverHeartbeatMs = Infinity;
+  #held = false;
+  #heartbeatCapMs = Infinity;
   #lastFrameAt = 0;
   #probeSentAt = 0;
   #timers = {};
   #queue = [];
-  #asks = /* @__PURE__ */ new Map();
-  #calls = /* @__PURE__ */ new Set();
   #ready;
-  // Listener<never> is the common supertype of every listener type.
-  #listeners = /* @__PURE__ */ new Map();
   /**
-   * Creates a client; nothing happens on the network until {@link connect}.
+   * Creates a transport; nothing happens on the network until {@linkcode connect}.
    *
    * @example
    * ```ts
-   * import WebSocket from "ws"; // Node 20
-   * const client = new AgentClient("ws://127.0.0.1:8000", { WebSocket, reconnect: { maxAttempts: 5 } });
+   * import { ReconnectingTransport } from "./transport.ts";
+   * // Node 20: pass `{ WebSocket }` from the "ws" package.
+   * const t = new ReconnectingTransport("ws://127.0.0.1:8000", { WebSocket: globalThis.WebSocket });
    * ```
    */
-  constructor(url, options = {}) {
+  constructor(url, options = {}, hooks = {}) {
     const WS = options.WebSocket ?? globalThis.WebSocket;
     if (!WS) {
       throw new TypeError("No global WebSocket: pass one, e.g. { WebSocket } from the 'ws' package");
@@ -206,65 +516,46 @@ var AgentClient = class {
     this.#url = url;
     this.#WS = WS;
     this.#token = options.token;
-    this.#protocols = [
-      SUBPROTOCOL,
-      ...(options.protocols ?? []).filter((p) => p !== SUBPROTOCOL)
-    ];
+    this.#protocols = options.protocols ?? [];
     this.#policy = resolveReconnect(options.reconnect);
     this.#connectTimeoutMs = options.connectTimeoutMs ?? 1e4;
-    this.#heartbeat = options.heartbeat === false ? false : {
+    this.#heartbeat = options.heartbeat === false || !hooks.probe ? false : {
       intervalMs: options.heartbeat?.intervalMs ?? 15e3,
       timeoutMs: options.heartbeat?.timeoutMs ?? 1e4
     };
     this.#maxQueue = options.maxOfflineQueue ?? 100;
+    this.#hooks = hooks;
   }
-  /** @example `if (client.state === "reconnecting") showBanner();` */
+  /** @example `if (transport.state === "reconnecting") showBanner();` */
   get state() {
     return this.#state;
-  }
-  /** @example `localStorage.sessionId = client.sessionId;` */
-  get sessionId() {
-    return this.#sessionId;
-  }
-  /** Highest `seq` delivered so far. @example `console.log(client.lastSeq);` */
-  get lastSeq() {
-    return this.#lastSeq;
   }
   /**
    * Subscribes to an event; returns the unsubscribe function.
    *
    * @example
    * ```ts
-   * const off = client.on("reconnecting", ({ attempt, delayMs }) => console.log(attempt, delayMs));
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * const off = transport.on("close", (e) => console.log(e.code));
    * off();
    * ```
    */
   on(type, listener) {
-    let set = this.#listeners.get(type);
-    if (!set) this.#listeners.set(type, set = /* @__PURE__ */ new Set());
-    set.add(listener);
-    return () => this.off(type, listener);
+    return this.#events.on(type, listener);
   }
   /**
-   * Removes a listener added with {@link on}.
+   * Opens the connection. Resolves once a socket counts as open; failed attempts are retried
+   * per the reconnect policy, and it rejects only when the transport stops. Calling it again is
+   * harmless; after {@linkcode close} it starts over.
    *
    * @example
    * ```ts
-   * client.off("status", onStatus);
-   * ```
-   */
-  off(type, listener) {
-    this.#listeners.get(type)?.delete(listener);
-  }
-  /**
-   * Opens the connection. Resolves on the first `connected` or `resumed`; failed attempts are
-   * retried per the reconnect policy, and it rejects only when the client stops (terminal
-   * close code, attempts exhausted, or {@link close}). Calling it again is harmless, and after
-   * `close()` it starts over (resuming the session when the server still has it).
-   *
-   * @example
-   * ```ts
-   * await client.connect();
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * async function start() {
+   *   await transport.connect();
+   * }
    * ```
    */
   connect() {
@@ -290,15 +581,462 @@ var AgentClient = class {
     return this.#ready.promise;
   }
   /**
-   * Sends a query. While disconnected (or before {@link connect}) it waits in the offline
-   * queue, bounded by `maxOfflineQueue`; a full queue rejects `response` with
-   * `offline_queue_full`.
+   * With the `handshake` hook: the current socket completed the handshake and counts as open.
    *
    * @example
    * ```ts
-   * const h = client.ask("Write a haiku", { model: "gpt-4o-mini" });
-   * for await (const d of h.deltas) Deno.stdout.writeSync(new TextEncoder().encode(d));
-   * const { usage, timing } = await h.response;
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000", {}, { handshake: true });
+   * transport.on("message", (m) => String(m).includes('"connected"') && transport.opened());
+   * ```
+   */
+  opened() {
+    if (!this.#ws || this.#state === "closed") return;
+    clearTimeout(this.#timers.connect);
+    this.#openedAt = Date.now();
+    this.#state = "open";
+    this.#probeSentAt = 0;
+    this.#scheduleHeartbeat(this.#heartbeatInterval());
+    this.#ready?.resolve();
+    this.#ready = void 0;
+    this.#events.emit("open", void 0);
+  }
+  /**
+   * With the `handshake` hook: the layer above caught up (e.g. a replay ended); queued frames
+   * go out now, in order.
+   *
+   * @example
+   * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.on("open", () => transport.release());
+   * ```
+   */
+  release() {
+    this.#held = false;
+    while (this.#queue.length && this.#canSend()) {
+      const { data, onSent } = this.#queue.shift();
+      this.#write(data);
+      onSent?.();
+    }
+  }
+  /**
+   * Sends now, or queues while disconnected (or held). Throws `AgentError` `offline_queue_full`
+   * past `maxOfflineQueue`, and `closed` after the transport stopped. `onSent` runs when the
+   * frame is written to a socket.
+   *
+   * @example
+   * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.send(JSON.stringify({ type: "ping" }), () => console.log("written"));
+   * ```
+   */
+  send(data, onSent) {
+    if (this.#state === "closed") throw new AgentError("closed", "The client is closed");
+    if (this.#canSend()) {
+      this.#write(data);
+      return onSent?.();
+    }
+    if (this.#queue.length >= this.#maxQueue) {
+      throw new AgentError("offline_queue_full", `Offline queue is full (${this.#maxQueue} frames)`, {
+        retryable: true
+      });
+    }
+    this.#queue.push({
+      data,
+      onSent
+    });
+  }
+  /**
+   * Writes to the current socket at once, past the queue (for frames that must precede it, such
+   * as resends after a resume). Returns false when there is no socket.
+   *
+   * @example
+   * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.on("open", () => transport.write(JSON.stringify({ type: "ping" })));
+   * ```
+   */
+  write(data) {
+    if (!this.#ws) return false;
+    this.#write(data);
+    return true;
+  }
+  /**
+   * Lowers the heartbeat interval, e.g. to the server's announced heartbeat.
+   *
+   * @example
+   * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.limitHeartbeat(5000);
+   * ```
+   */
+  limitHeartbeat(ms) {
+    if (ms > 0) this.#heartbeatCapMs = ms;
+  }
+  /**
+   * Closes for good: no reconnect; the queue is dropped and `stop` fires with `closed`.
+   *
+   * @example
+   * ```ts
+   * import { ReconnectingTransport } from "./transport.ts";
+   * const transport = new ReconnectingTransport("ws://127.0.0.1:8000");
+   * transport.close();
+   * ```
+   */
+  close(code = CLOSE.normal, reason = "Client closed") {
+    if (this.#state === "closed") return;
+    const wasIdle = this.#state === "idle";
+    this.#dropSocket(code, reason);
+    this.#stop(new AgentError("closed", "The client was closed"));
+    if (!wasIdle) this.#events.emit("close", {
+      code,
+      reason,
+      willReconnect: false
+    });
+  }
+  // -------------------------------------------------------------------------------------------
+  // Connection lifecycle
+  async #open() {
+    const generation = ++this.#generation;
+    let token;
+    try {
+      token = typeof this.#token === "function" ? await this.#token() : this.#token;
+    } catch (e) {
+      if (generation !== this.#generation || this.#state === "closed") return;
+      this.#events.emit("error", new AgentError("token_error", `Token provider failed: ${e}`));
+      return this.#onClose(CLIENT_ABORT, "Token provider failed");
+    }
+    if (generation !== this.#generation || this.#state === "closed") return;
+    const protocols = token ? [
+      ...this.#protocols,
+      `${TOKEN_SUBPROTOCOL_PREFIX}${token}`
+    ] : this.#protocols;
+    const url = this.#hooks.url?.() ?? this.#url;
+    let ws;
+    try {
+      ws = new this.#WS(url, protocols);
+    } catch (e) {
+      const err = new AgentError("invalid_url", `Cannot open ${url}: ${e}`);
+      this.#events.emit("error", err);
+      return this.#stop(err);
+    }
+    this.#ws = ws;
+    this.#held = this.#hooks.handshake === true;
+    this.#lastFrameAt = Date.now();
+    ws.onmessage = (ev) => {
+      if (this.#ws !== ws) return;
+      this.#lastFrameAt = Date.now();
+      this.#events.emit("message", ev.data);
+    };
+    if (!this.#hooks.handshake) {
+      ws.onopen = () => {
+        if (this.#ws !== ws) return;
+        this.opened();
+        this.release();
+      };
+    }
+    ws.onclose = (ev) => this.#ws === ws && this.#onClose(ev.code || ABNORMAL, ev.reason ?? "");
+    ws.onerror = noop;
+    this.#timers.connect = setTimeout(() => this.#abort("Connect timeout"), this.#connectTimeoutMs);
+    this.#events.emit("socket", {
+      url,
+      attempt: this.#attempt
+    });
+  }
+  /** Detaches the current socket and stops its timers; closes it when given a code. */
+  #dropSocket(code, reason) {
+    const ws = this.#ws;
+    this.#ws = void 0;
+    for (const t of Object.values(this.#timers)) clearTimeout(t);
+    if (!ws || code === void 0) return;
+    ws.onmessage = ws.onclose = noop;
+    try {
+      ws.close(code, reason);
+    } catch {
+    }
+  }
+  /** Gives up on a socket that looks dead, as if it had closed abnormally. */
+  #abort(reason) {
+    this.#dropSocket(CLIENT_ABORT, reason);
+    this.#onClose(ABNORMAL, reason);
+  }
+  #onClose(code, reason) {
+    this.#dropSocket();
+    if (this.#state === "closed") return;
+    if (this.#openedAt && Date.now() - this.#openedAt >= STABLE_MS) this.#attempt = 0;
+    this.#openedAt = 0;
+    let disposition = closeDisposition(code, reason);
+    disposition = this.#hooks.classifyClose?.(code, reason, disposition) ?? disposition;
+    let { reconnect, error } = disposition;
+    if (disposition.refreshToken && typeof this.#token !== "function") {
+      [reconnect, error] = [
+        false,
+        "token_expired"
+      ];
+    }
+    const willReconnect = reconnect && this.#attempt < this.#policy.maxAttempts;
+    this.#events.emit("close", {
+      code,
+      reason,
+      willReconnect
+    });
+    if (this.#stopped()) return;
+    if (!willReconnect) {
+      const err = new AgentError(error ?? "reconnect_failed", error ? `Connection closed (${code}${reason ? ` ${reason}` : ""})` : `Gave up after ${this.#attempt} reconnect attempts`, {
+        retryable: error === void 0 || error === "too_many_connections"
+      });
+      this.#events.emit("error", err);
+      return this.#stop(err);
+    }
+    const delayMs = backoffDelay(this.#attempt, this.#policy);
+    this.#attempt++;
+    this.#state = "reconnecting";
+    this.#timers.retry = setTimeout(() => void this.#open(), delayMs);
+    this.#events.emit("reconnecting", {
+      attempt: this.#attempt,
+      delayMs
+    });
+  }
+  // A method, not an inline comparison: TypeScript cannot see that listeners change the state.
+  #stopped() {
+    return this.#state === "closed";
+  }
+  #stop(err) {
+    this.#dropSocket(CLOSE.normal, "Client stopped");
+    this.#generation++;
+    this.#state = "closed";
+    this.#queue = [];
+    this.#ready?.reject(err);
+    this.#ready = void 0;
+    this.#events.emit("stop", err);
+  }
+  #canSend() {
+    return this.#state === "open" && !this.#held && this.#ws !== void 0;
+  }
+  #write(data) {
+    try {
+      this.#ws?.send(data);
+    } catch {
+    }
+  }
+  // -------------------------------------------------------------------------------------------
+  // Heartbeat
+  #heartbeatInterval() {
+    return this.#heartbeat ? Math.min(this.#heartbeat.intervalMs, this.#heartbeatCapMs) : 0;
+  }
+  #scheduleHeartbeat(ms) {
+    if (!this.#heartbeat) return;
+    clearTimeout(this.#timers.heartbeat);
+    this.#timers.heartbeat = setTimeout(() => this.#onHeartbeat(), Math.max(0, ms));
+  }
+  // One timer re-armed from timestamps instead of one reset per frame: streams are chatty.
+  #onHeartbeat() {
+    if (!this.#heartbeat || !this.#ws || !this.#hooks.probe) return;
+    const now = Date.now();
+    if (this.#probeSentAt && this.#lastFrameAt < this.#probeSentAt) {
+      const left = this.#probeSentAt + this.#heartbeat.timeoutMs - now;
+      return left <= 0 ? this.#abort("Heartbeat timeout") : this.#scheduleHeartbeat(left);
+    }
+    this.#probeSentAt = 0;
+    const idle = now - this.#lastFrameAt;
+    const interval = this.#heartbeatInterval();
+    if (idle < interval) return this.#scheduleHeartbeat(interval - idle);
+    this.#write(this.#hooks.probe());
+    this.#probeSentAt = now;
+    this.#scheduleHeartbeat(this.#heartbeat.timeoutMs);
+  }
+};
+
+// client/agent_client.ts
+var REPLAY_GRACE_MS = 2e3;
+var MAX_RESENDS = 2;
+function uuid() {
+  const c = globalThis.crypto;
+  if (typeof c?.randomUUID === "function") return c.randomUUID();
+  const b = new Uint8Array(16);
+  if (typeof c?.getRandomValues === "function") c.getRandomValues(b);
+  else for (let i = 0; i < 16; i++) b[i] = Math.floor(Math.random() * 256);
+  b[6] = b[6] & 15 | 64;
+  b[8] = b[8] & 63 | 128;
+  const h2 = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  return `${h2.slice(0, 8)}-${h2.slice(8, 12)}-${h2.slice(12, 16)}-${h2.slice(16, 20)}-${h2.slice(20)}`;
+}
+var noop2 = () => {
+};
+var textDecoder = new TextDecoder();
+var textEncoder = new TextEncoder();
+var AgentClient = class {
+  #url;
+  #transport;
+  #events = new Emitter();
+  #tools;
+  #runner;
+  #sessionId;
+  #lastSeq = 0;
+  #handshaken = false;
+  #sessionEnded = false;
+  #replayLeft = 0;
+  #replayTimer;
+  #limits = {};
+  #features = [];
+  #asks = /* @__PURE__ */ new Map();
+  #calls = /* @__PURE__ */ new Set();
+  /** Keyed by `<type>:<tool_call_id>`. */
+  #answers = /* @__PURE__ */ new Map();
+  /**
+   * Creates a client; nothing happens on the network until {@link connect}.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * // Node 20: pass `{ WebSocket }` from the "ws" package.
+   * const client = new AgentClient("ws://127.0.0.1:8000", { reconnect: { maxAttempts: 5 } });
+   * ```
+   */
+  constructor(url, options = {}) {
+    this.#url = url;
+    this.#tools = options.tools ?? {};
+    this.#runner = new ToolRunner(this.#tools, options.onApproval, {
+      answer: (frame) => this.#answer(frame),
+      requestApproval: (request) => this.#events.emit("approval", request)
+    });
+    const protocols = [
+      SUBPROTOCOL,
+      ...(options.protocols ?? []).filter((p) => p !== SUBPROTOCOL)
+    ];
+    this.#transport = new ReconnectingTransport(url, {
+      ...options,
+      protocols
+    }, {
+      handshake: true,
+      url: () => this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url,
+      probe: () => JSON.stringify({
+        type: "ping",
+        id: `heartbeat-${uuid()}`
+      }),
+      classifyClose: (code, _reason, disposition) => {
+        if (code === CLOSE.tooLarge) {
+          this.#failSent(new AgentError("message_too_large", "Frame too large for the server"), true);
+        }
+        return this.#sessionEnded ? {
+          reconnect: false,
+          error: "session_timeout"
+        } : disposition;
+      }
+    });
+    const t = this.#transport;
+    t.on("socket", () => this.#resetSocket());
+    t.on("message", (data) => this.#onMessage(data));
+    t.on("close", (e) => (this.#resetSocket(), this.#events.emit("close", e)));
+    t.on("reconnecting", (e) => this.#events.emit("reconnecting", e));
+    t.on("error", (e) => this.#events.emit("error", e));
+    t.on("stop", (e) => this.#onStop(e));
+  }
+  /** @example `if (client.state === "reconnecting") showBanner();` */
+  get state() {
+    return this.#transport.state;
+  }
+  /** @example `localStorage.sessionId = client.sessionId;` */
+  get sessionId() {
+    return this.#sessionId;
+  }
+  /** Highest `seq` delivered so far. @example `console.log(client.lastSeq);` */
+  get lastSeq() {
+    return this.#lastSeq;
+  }
+  /**
+   * Features the server announced in `connected` (v1.1), e.g. `tools`, `client_tools`.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.on("open", () => {
+   *   if (!client.features.includes("client_tools")) console.warn("tools will not be called");
+   * });
+   * ```
+   */
+  get features() {
+    return this.#features;
+  }
+  /**
+   * Tool calls of this client's queries waiting for {@linkcode approve}, oldest first.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * for (const r of client.pendingApprovals) r.approve(true);
+   * ```
+   */
+  get pendingApprovals() {
+    return this.#runner.pendingApprovals;
+  }
+  /**
+   * Subscribes to an event; returns the unsubscribe function.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * const off = client.on("reconnecting", ({ attempt, delayMs }) => console.log(attempt, delayMs));
+   * off();
+   * ```
+   */
+  on(type, listener) {
+    return this.#events.on(type, listener);
+  }
+  /**
+   * Removes a listener added with {@link on}.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * const onStatus = () => {};
+   * client.on("status", onStatus);
+   * client.off("status", onStatus);
+   * ```
+   */
+  off(type, listener) {
+    this.#events.off(type, listener);
+  }
+  /**
+   * Opens the connection. Resolves on the first `connected` or `resumed`; failed attempts are
+   * retried per the reconnect policy, and it rejects only when the client stops (terminal
+   * close code, attempts exhausted, or {@link close}). Calling it again is harmless, and after
+   * `close()` it starts over (resuming the session when the server still has it).
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   await client.connect();
+   * }
+   * ```
+   */
+  connect() {
+    return this.#transport.connect();
+  }
+  /**
+   * Sends a query. While disconnected (or before {@link connect}) it waits in the offline
+   * queue, bounded by `maxOfflineQueue`; a full queue rejects `response` with
+   * `offline_queue_full`. Registered client tools are declared with it.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const h = client.ask("Write a haiku", { model: "gpt-4o-mini" });
+   *   for await (const d of h.deltas) Deno.stdout.writeSync(new TextEncoder().encode(d));
+   *   const { usage, timing } = await h.response;
+   * }
    * ```
    */
   ask(content, options = {}) {
@@ -311,39 +1049,56 @@ var AgentClient = class {
     if (options.model !== void 0) frame.model = options.model;
     if (options.stream !== void 0) frame.stream = options.stream;
     if (options.metadata !== void 0) frame.metadata = options.metadata;
-    const stream = new DeltaStream();
-    let resolve = noop, reject = noop;
+    if (options.tools !== false) {
+      const tools = declareTools(this.#tools, options.tools);
+      if (tools.length) frame.tools = tools;
+    }
+    const deltas = new BufferedStream();
+    const reasoning = new BufferedStream();
+    const events = new BufferedStream();
+    const end = (e) => {
+      for (const s of [
+        deltas,
+        reasoning,
+        events
+      ]) s.end(e);
+      this.#runner.endQuery(id);
+      for (const [key, a] of this.#answers) if (a.frame.id === id) this.#answers.delete(key);
+    };
+    let resolve = noop2, reject = noop2;
     const response = new Promise((res, rej) => [resolve, reject] = [
       res,
       rej
     ]);
-    response.catch(noop);
+    response.catch(noop2);
     const ask2 = {
       frame,
       sent: false,
       acked: false,
       resends: 0,
-      stream,
+      deltas,
+      reasoning,
+      events,
       streamed: false,
-      resolve: (r) => (stream.end(), resolve(r)),
-      fail: (e) => (stream.end(e), reject(e))
+      resolve: (r) => (end(), resolve(r)),
+      fail: (e) => (end(e), reject(e))
     };
     const handle = {
       id,
-      deltas: stream,
+      deltas,
+      reasoning,
+      events,
       response,
       // The answer already tells how the query ended, so a cancel that lost the race with the
       // end of the query is not an error worth an unhandled rejection.
-      cancel: () => this.#asks.has(id) ? this.cancel(id).then(noop, noop) : Promise.resolve()
+      cancel: () => this.#asks.has(id) ? this.cancel(id).then(noop2, noop2) : Promise.resolve(),
+      approve: (toolCallId, approved, reason) => this.approve(id, toolCallId, approved, reason)
     };
     try {
       if (this.#asks.has(id)) throw new AgentError("duplicate_id", `Query ${id} is in progress`);
       this.#checkLimits(frame);
       this.#asks.set(id, ask2);
-      this.#enqueue({
-        frame,
-        onSent: () => ask2.sent = true
-      });
+      this.#transport.send(JSON.stringify(frame), () => ask2.sent = true);
     } catch (e) {
       if (this.#asks.get(id) === ask2) this.#asks.delete(id);
       ask2.fail(e instanceof AgentError ? e : new AgentError("internal_error", String(e)));
@@ -351,11 +1106,30 @@ var AgentClient = class {
     return handle;
   }
   /**
+   * Decides on a tool call that needs approval (an `approval` frame). For a client tool that
+   * is approved, the tool then runs and its result is sent. Throws `AgentError` `closed` after
+   * the client stopped.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.on("approval", (r) => client.approve(r.queryId, r.toolCallId, r.tool === "get_weather"));
+   * ```
+   */
+  approve(queryId, toolCallId, approved, reason) {
+    this.#runner.approve(queryId, toolCallId, approved, reason);
+  }
+  /**
    * Sends a command and resolves with the `notification` answering it (matched by id).
    *
    * @example
    * ```ts
-   * const n = await client.command("stats");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const n = await client.command("stats");
+   * }
    * ```
    */
   command(name, args) {
@@ -373,7 +1147,12 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * await client.cancel(handle.id);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const handle = client.ask("A long story");
+   *   await client.cancel(handle.id);
+   * }
    * ```
    */
   cancel(id) {
@@ -386,7 +1165,11 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * await client.reset();
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   await client.reset();
+   * }
    * ```
    */
   reset() {
@@ -397,8 +1180,12 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * const n = await client.history();
-   * console.log(n.messages ?? n.content);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const n = await client.history();
+   *   console.log(n.messages ?? n.content);
+   * }
    * ```
    */
   history() {
@@ -409,7 +1196,11 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * console.log(await client.stats());
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   console.log(await client.stats());
+   * }
    * ```
    */
   stats() {
@@ -420,7 +1211,13 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * await client.feedback(handle.id, "up", "Spot on");
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const handle = client.ask("Hi");
+   *   await handle.response;
+   *   await client.feedback(handle.id, "up", "Spot on");
+   * }
    * ```
    */
   feedback(id, rating, comment) {
@@ -437,7 +1234,11 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * console.log(`${await client.ping()} ms`);
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   console.log(`${await client.ping()} ms`);
+   * }
    * ```
    */
   ping() {
@@ -454,146 +1255,51 @@ var AgentClient = class {
    *
    * @example
    * ```ts
-   * client.send({ type: "feedback", id: "q1", rating: "down" });
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * client.send({ type: "feedback", id: "q1", rating: "down" }); // queued until connected
    * ```
    */
   send(frame) {
-    this.#enqueue({
-      frame
-    });
+    this.#transport.send(JSON.stringify(frame));
   }
   /**
    * Closes for good: no reconnect; pending queries and calls reject with `closed`.
    *
    * @example
    * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
    * client.close();
    * ```
    */
-  close(code = 1e3, reason = "Client closed") {
-    if (this.#state === "closed") return;
-    const wasIdle = this.#state === "idle";
-    this.#dropSocket(code, reason);
-    this.#stop(new AgentError("closed", "The client was closed"));
-    if (!wasIdle) this.#emit("close", {
-      code,
-      reason,
-      willReconnect: false
-    });
+  close(code = CLOSE.normal, reason = "Client closed") {
+    this.#transport.close(code, reason);
   }
   // -------------------------------------------------------------------------------------------
   // Connection lifecycle
-  async #open() {
-    const generation = ++this.#generation;
-    let token;
-    try {
-      token = typeof this.#token === "function" ? await this.#token() : this.#token;
-    } catch (e) {
-      if (generation !== this.#generation || this.#state === "closed") return;
-      this.#emit("error", new AgentError("token_error", `Token provider failed: ${e}`));
-      return this.#onClose(4e3, "Token provider failed");
-    }
-    if (generation !== this.#generation || this.#state === "closed") return;
-    const protocols = token ? [
-      ...this.#protocols,
-      `jwt-${token}`
-    ] : this.#protocols;
-    let ws;
-    try {
-      const url = this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url;
-      ws = new this.#WS(url, protocols);
-    } catch (e) {
-      const err = new AgentError("invalid_url", `Cannot open ${this.#url}: ${e}`);
-      this.#emit("error", err);
-      return this.#stop(err);
-    }
-    this.#ws = ws;
-    this.#handshaken = false;
-    ws.onmessage = (ev) => this.#ws === ws && this.#onMessage(ev.data);
-    ws.onclose = (ev) => this.#ws === ws && this.#onClose(ev.code || 1006, ev.reason ?? "");
-    ws.onerror = noop;
-    this.#timers.connect = setTimeout(() => this.#abort("Connect timeout"), this.#connectTimeoutMs);
-  }
-  /** Detaches the current socket and stops its timers; closes it when given a code. */
-  #dropSocket(code, reason) {
-    const ws = this.#ws;
-    this.#ws = void 0;
+  /** A socket went away or a new one is opening: its handshake and replay start over. */
+  #resetSocket() {
     this.#handshaken = false;
     this.#replayLeft = 0;
-    for (const t of Object.values(this.#timers)) clearTimeout(t);
-    if (!ws || code === void 0) return;
-    ws.onmessage = ws.onclose = noop;
-    try {
-      ws.close(code, reason);
-    } catch {
-    }
+    clearTimeout(this.#replayTimer);
   }
-  /** Gives up on a socket that looks dead, as if it had closed abnormally. */
-  #abort(reason) {
-    this.#dropSocket(4e3, reason);
-    this.#onClose(1006, reason);
-  }
-  #onClose(code, reason) {
-    this.#dropSocket();
-    if (this.#state === "closed") return;
-    if (this.#openedAt && Date.now() - this.#openedAt >= STABLE_MS) this.#attempt = 0;
-    this.#openedAt = 0;
-    let { reconnect, error } = closeDisposition(code, reason);
-    if (this.#sessionEnded) [reconnect, error] = [
-      false,
-      "session_timeout"
-    ];
-    if (code === 1009) {
-      this.#failSent(new AgentError("message_too_large", "Frame too large for the server"), true);
-    }
-    const willReconnect = reconnect && this.#attempt < this.#policy.maxAttempts;
-    this.#emit("close", {
-      code,
-      reason,
-      willReconnect
-    });
-    if (this.#stopped()) return;
-    if (!willReconnect) {
-      const err = new AgentError(error ?? "reconnect_failed", error ? `Connection closed (${code}${reason ? ` ${reason}` : ""})` : `Gave up after ${this.#attempt} reconnect attempts`, {
-        retryable: error === void 0 || error === "too_many_connections"
-      });
-      if (error === "session_timeout") this.#sessionId = void 0;
-      this.#emit("error", err);
-      return this.#stop(err);
-    }
-    const delayMs = backoffDelay(this.#attempt, this.#policy);
-    this.#attempt++;
-    this.#state = "reconnecting";
-    this.#timers.retry = setTimeout(() => void this.#open(), delayMs);
-    this.#emit("reconnecting", {
-      attempt: this.#attempt,
-      delayMs
-    });
-  }
-  // A method, not an inline comparison: TypeScript cannot see that listeners change the state.
-  #stopped() {
-    return this.#state === "closed";
-  }
-  #stop(err) {
-    this.#dropSocket(1e3, "Client stopped");
-    this.#generation++;
-    this.#state = "closed";
+  #onStop(err) {
+    this.#resetSocket();
     this.#sessionEnded = false;
-    this.#queue = [];
+    if (err.code === "session_timeout") this.#sessionId = void 0;
     const pending = [
       ...this.#asks.values(),
       ...this.#calls
     ];
     this.#asks.clear();
     this.#calls.clear();
-    for (const p of pending) p.fail(withId(err, p.frame.id));
-    this.#ready?.reject(err);
-    this.#ready = void 0;
+    this.#answers.clear();
+    for (const p of pending) p.fail(err.withId(p.frame.id));
   }
   // -------------------------------------------------------------------------------------------
   // Incoming frames
   #onMessage(data) {
-    this.#lastFrameAt = Date.now();
     let f;
     try {
       const text = typeof data === "string" ? data : textDecoder.decode(data);
@@ -610,7 +1316,6 @@ var AgentClient = class {
     else this.#accept(f);
   }
   #onHandshake(f) {
-    clearTimeout(this.#timers.connect);
     const resumed = f.event === "resumed";
     const previous = this.#sessionId;
     const sessionId = typeof f.session_id === "string" ? f.session_id : previous ?? "";
@@ -621,21 +1326,17 @@ var AgentClient = class {
       if (f.limits && typeof f.limits === "object") {
         this.#limits = f.limits;
       }
-      if (typeof f.heartbeat_ms === "number" && f.heartbeat_ms > 0) {
-        this.#serverHeartbeatMs = f.heartbeat_ms;
-      }
+      if (Array.isArray(f.features)) this.#features = f.features.map(String);
+      if (typeof f.heartbeat_ms === "number") this.#transport.limitHeartbeat(f.heartbeat_ms);
     }
     this.#sessionId = sessionId;
     this.#handshaken = true;
-    this.#openedAt = Date.now();
     this.#replayLeft = replayed;
-    this.#state = "open";
-    this.#probeSentAt = 0;
-    this.#scheduleHeartbeat(this.#heartbeatInterval());
-    if (replayed) this.#timers.replay = setTimeout(() => this.#afterReplay(), REPLAY_GRACE_MS);
+    this.#transport.opened();
+    if (replayed) this.#replayTimer = setTimeout(() => this.#afterReplay(), REPLAY_GRACE_MS);
     const lost = !resumed && previous !== void 0;
     if (lost || sessionId !== previous) {
-      this.#emit("session", {
+      this.#events.emit("session", {
         sessionId,
         previousSessionId: previous,
         lost
@@ -646,15 +1347,17 @@ var AgentClient = class {
         retryable: true
       }));
     }
-    if (this.#state === "open") this.#dispatch(f);
-    if (this.#state === "open") this.#emit("open", {
+    if (this.#open()) this.#dispatch(f);
+    if (this.#open()) this.#events.emit("open", {
       sessionId,
       resumed,
       replayed
     });
-    this.#ready?.resolve();
-    this.#ready = void 0;
     if (!replayed) this.#afterReplay();
+  }
+  // A method, not an inline comparison: TypeScript cannot see that listeners change the state.
+  #open() {
+    return this.#transport.state === "open";
   }
   #accept(f) {
     const replaying = this.#replayLeft > 0;
@@ -667,51 +1370,76 @@ var AgentClient = class {
   }
   /** The session is caught up: redo what the old socket may have swallowed, then the queue. */
   #afterReplay() {
-    clearTimeout(this.#timers.replay);
-    if (this.#state !== "open") return;
+    clearTimeout(this.#replayTimer);
+    if (!this.#open()) return;
     this.#replayLeft = 0;
     for (const p of [
       ...this.#asks.values(),
-      ...this.#calls
+      ...this.#calls,
+      ...this.#answers.values()
     ]) {
       if (!p.sent || p.acked) continue;
       if (++p.resends <= MAX_RESENDS) {
-        this.#write(p.frame);
+        this.#transport.write(JSON.stringify(p.frame));
         continue;
       }
       const id = p.frame.id;
       if (id !== void 0 && this.#asks.get(id) === p) this.#asks.delete(id);
       this.#calls.delete(p);
+      for (const [key, a] of this.#answers) if (a === p) this.#answers.delete(key);
       const why = "The connection kept dropping before the server answered";
       p.fail(new AgentError("delivery_failed", why, {
         retryable: true,
         id
       }));
     }
-    while (this.#queue.length && this.#canSend()) {
-      const { frame, onSent } = this.#queue.shift();
-      this.#write(frame);
-      onSent?.();
-    }
+    this.#transport.release();
   }
   #dispatch(f) {
-    this.#emit("frame", f);
+    this.#events.emit("frame", f);
     const id = typeof f.id === "string" ? f.id : void 0;
     const ask2 = id === void 0 ? void 0 : this.#asks.get(id);
     if (ask2) ask2.acked = true;
     switch (f.type) {
       case "notification":
         if (f.event === "session_timeout") this.#sessionEnded = true;
-        this.#emit("notification", f);
+        this.#events.emit("notification", f);
         return this.#settleCall(f);
       case "status":
-        return this.#emit("status", f);
+        ask2?.events.push(f);
+        return this.#events.emit("status", f);
       case "pong":
-        this.#emit("pong", f);
+        this.#events.emit("pong", f);
         return this.#settleCall(f);
+      case "reasoning": {
+        const r = f;
+        this.#events.emit("reasoning", r);
+        if (ask2 && typeof r.delta === "string") {
+          ask2.reasoning.push(r.delta);
+          ask2.events.push(r);
+        }
+        return;
+      }
+      case "tool_call": {
+        const call = f;
+        this.#events.emit("tool_call", call);
+        if (!ask2 || typeof call.tool_call_id !== "string") return;
+        ask2.events.push(call);
+        return this.#runner.onToolCall(call);
+      }
+      case "tool_result": {
+        const result = f;
+        if (typeof result.tool_call_id !== "string") return;
+        this.#settleAnswers(result.tool_call_id);
+        this.#runner.settled(result.tool_call_id);
+        this.#events.emit("tool_result", result);
+        return ask2?.events.push(result);
+      }
       case "error": {
+        const toolCallId = typeof f.tool_call_id === "string" ? f.tool_call_id : void 0;
+        if (id === void 0 && toolCallId && this.#settleAnswers(toolCallId)) return;
         const err = AgentError.fromFrame(f);
-        this.#emit("error", err);
+        this.#events.emit("error", err);
         if (ask2) {
           this.#asks.delete(id);
           return ask2.fail(err);
@@ -725,14 +1453,15 @@ var AgentClient = class {
       }
       case "response": {
         const r = f;
-        this.#emit("response", r);
+        this.#events.emit("response", r);
         if (!ask2) return;
+        ask2.events.push(r);
         if (typeof r.delta === "string" && r.delta) {
-          ask2.stream.push(r.delta);
+          ask2.deltas.push(r.delta);
           ask2.streamed = true;
         }
         if (r.done !== true) return;
-        if (!ask2.streamed && typeof r.content === "string" && r.content) ask2.stream.push(r.content);
+        if (!ask2.streamed && typeof r.content === "string" && r.content) ask2.deltas.push(r.content);
         this.#asks.delete(id);
         ask2.resolve(r);
       }
@@ -750,6 +1479,20 @@ var AgentClient = class {
       }
     }
   }
+  /** The server has the answers about `toolCallId`; returns whether any was resent. */
+  #settleAnswers(toolCallId) {
+    let resent = false;
+    for (const type of [
+      "tool_result",
+      "approval"
+    ]) {
+      const a = this.#answers.get(`${type}:${toolCallId}`);
+      if (!a) continue;
+      resent ||= a.resends > 0;
+      this.#answers.delete(`${type}:${toolCallId}`);
+    }
+    return resent;
+  }
   // -------------------------------------------------------------------------------------------
   // Outgoing frames
   #call(id, frame, matches, onSent) {
@@ -765,41 +1508,28 @@ var AgentClient = class {
         fail,
         resolve: settle
       };
-      this.#enqueue({
-        frame,
-        onSent: () => (call.sent = true, onSent?.())
-      });
+      this.#transport.send(JSON.stringify(frame), () => (call.sent = true, onSent?.()));
       this.#calls.add(call);
     });
   }
-  #canSend() {
-    return this.#state === "open" && this.#handshaken && this.#replayLeft === 0 && this.#ws !== void 0;
-  }
-  #enqueue(item) {
-    if (this.#state === "closed") throw new AgentError("closed", "The client is closed");
-    if (this.#canSend()) {
-      this.#write(item.frame);
-      return item.onSent?.();
-    }
-    if (this.#queue.length >= this.#maxQueue) {
-      throw new AgentError("offline_queue_full", `Offline queue is full (${this.#maxQueue} frames)`, {
-        retryable: true
-      });
-    }
-    this.#queue.push(item);
-  }
-  #write(frame) {
-    try {
-      this.#ws?.send(JSON.stringify(frame));
-    } catch {
-    }
+  /** Sends a tool answer, kept until the server's `tool_result` for the call confirms it. */
+  #answer(frame) {
+    const answer = {
+      frame,
+      sent: false,
+      acked: false,
+      resends: 0,
+      fail: noop2
+    };
+    this.#transport.send(JSON.stringify(frame), () => answer.sent = true);
+    if (this.#asks.has(frame.id)) this.#answers.set(`${frame.type}:${frame.tool_call_id}`, answer);
   }
   /** Rejects what the server may have had; frames never sent stay queued for the next session. */
   #failSent(err, unackedOnly = false) {
     for (const [id, ask2] of this.#asks) {
       if (ask2.sent && !(unackedOnly && ask2.acked)) {
         this.#asks.delete(id);
-        ask2.fail(withId(err, id));
+        ask2.fail(err.withId(id));
       }
     }
     for (const c of this.#calls) {
@@ -808,6 +1538,7 @@ var AgentClient = class {
         c.fail(err);
       }
     }
+    for (const [key, a] of this.#answers) if (a.sent) this.#answers.delete(key);
   }
   /** Rejects a query the server would refuse for size, rather than risk a 1009 close. */
   #checkLimits(frame) {
@@ -818,52 +1549,6 @@ var AgentClient = class {
       throw new AgentError("message_too_large", "Query exceeds the server's size limits", {
         id: frame.id
       });
-    }
-  }
-  // -------------------------------------------------------------------------------------------
-  // Heartbeat
-  #heartbeatInterval() {
-    return this.#heartbeat ? Math.min(this.#heartbeat.intervalMs, this.#serverHeartbeatMs) : 0;
-  }
-  #scheduleHeartbeat(ms) {
-    if (!this.#heartbeat) return;
-    clearTimeout(this.#timers.heartbeat);
-    this.#timers.heartbeat = setTimeout(() => this.#onHeartbeat(), Math.max(0, ms));
-  }
-  // One timer re-armed from timestamps instead of one reset per frame: streams are chatty.
-  #onHeartbeat() {
-    if (!this.#heartbeat || !this.#ws) return;
-    const now = Date.now();
-    if (this.#probeSentAt && this.#lastFrameAt < this.#probeSentAt) {
-      const left = this.#probeSentAt + this.#heartbeat.timeoutMs - now;
-      return left <= 0 ? this.#abort("Heartbeat timeout") : this.#scheduleHeartbeat(left);
-    }
-    this.#probeSentAt = 0;
-    const idle = now - this.#lastFrameAt;
-    const interval = this.#heartbeatInterval();
-    if (idle < interval) return this.#scheduleHeartbeat(interval - idle);
-    this.#write({
-      type: "ping",
-      id: `heartbeat-${uuid()}`
-    });
-    this.#probeSentAt = now;
-    this.#scheduleHeartbeat(this.#heartbeat.timeoutMs);
-  }
-  // -------------------------------------------------------------------------------------------
-  // Events
-  #emit(type, event) {
-    const set = this.#listeners.get(type);
-    if (!set) return;
-    for (const listener of [
-      ...set
-    ]) {
-      try {
-        listener(event);
-      } catch (e) {
-        queueMicrotask(() => {
-          throw e;
-        });
-      }
     }
   }
 };
