@@ -102,3 +102,35 @@ Deno.test(".env.example lists every variable the server reads, with valid defaul
   const r = loadConfig(example);
   assert(r.ok, r.ok ? "" : r.errors.join("; "));
 });
+
+Deno.test("the function's deno.json pins exactly what import_map.json pins for it", async () => {
+  const read = async (path: string) =>
+    JSON.parse(await Deno.readTextFile(new URL(path, import.meta.url))).imports as Record<
+      string,
+      string
+    >;
+  const deployed = await read("../supabase/functions/agent_websocket/deno.json");
+  const local = await read("../import_map.json");
+  for (const [name, spec] of Object.entries(deployed)) {
+    assertEquals(spec, local[name], `${name}: deploy and local runs use one version`);
+  }
+  // Every package the function's code imports is declared for the deploy.
+  const bare = new Set<string>();
+  for (const dir of ["../supabase/functions/_shared/", "../supabase/functions/agent_websocket/"]) {
+    for await (const f of walk(new URL(dir, import.meta.url))) {
+      const text = await Deno.readTextFile(f);
+      for (const m of text.matchAll(/^import[^"']*["']([^."'][^"']*)["']/gm)) {
+        if (!m[1].startsWith("node:")) bare.add(m[1]);
+      }
+    }
+  }
+  for (const name of bare) assert(name in deployed, `${name} is in the function's deno.json`);
+});
+
+async function* walk(dir: URL): AsyncGenerator<URL> {
+  for await (const e of Deno.readDir(dir)) {
+    const url = new URL(e.name + (e.isDirectory ? "/" : ""), dir);
+    if (e.isDirectory) yield* walk(url);
+    else if (e.name.endsWith(".ts") && !e.name.endsWith("_test.ts")) yield url;
+  }
+}

@@ -91,7 +91,9 @@ export interface SupabaseAuthOptions {
  *
  * @example
  * ```ts
- * const token = tokenFromRequest(req); // undefined when none was sent
+ * import { tokenFromRequest } from "./auth.ts";
+ * const req = new Request("http://h/?jwt=abc");
+ * tokenFromRequest(req); // "abc"
  * ```
  */
 export function tokenFromRequest(req: Request): string | undefined {
@@ -147,13 +149,14 @@ function refusal(err: unknown): AuthResult {
  *
  * @example
  * ```ts
+ * import { createSupabaseVerifier } from "./auth.ts";
  * const verifier = createSupabaseVerifier({
- *   supabaseUrl: Deno.env.get("SUPABASE_URL")!,
- *   issuer: `${Deno.env.get("SUPABASE_URL")}/auth/v1`,
+ *   supabaseUrl: "https://abc.supabase.co",
+ *   issuer: "https://abc.supabase.co/auth/v1",
  *   audience: "authenticated",
  * });
- * const result = await verifier.verify(token);
- * if (result.ok) console.log(result.user.id, new Date(result.user.expiresAt));
+ * const result = await verifier.verify("not-a-jwt"); // checked locally: nothing is fetched
+ * if (!result.ok) console.log(result.reason); // "malformed"
  * ```
  */
 export function createSupabaseVerifier(opts: SupabaseAuthOptions): BoundedVerifier {

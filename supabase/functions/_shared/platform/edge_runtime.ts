@@ -33,7 +33,9 @@ export function isEdgeRuntime(): boolean {
  *
  * @example
  * ```ts
- * keepAliveUntil(new Promise((resolve) => socket.addEventListener("close", resolve)));
+ * import { keepAliveUntil } from "./edge_runtime.ts";
+ * export const keep = (socket: WebSocket) =>
+ *   keepAliveUntil(new Promise((resolve) => socket.addEventListener("close", resolve)));
  * ```
  */
 export function keepAliveUntil(promise: Promise<unknown>): void {
@@ -47,7 +49,8 @@ export function keepAliveUntil(promise: Promise<unknown>): void {
  *
  * @example
  * ```ts
- * onBeforeUnload(() => agent.shutdown("isolate_retiring"));
+ * import { onBeforeUnload } from "./edge_runtime.ts";
+ * onBeforeUnload(() => console.log("isolate_retiring")); // false under plain Deno
  * ```
  */
 export function onBeforeUnload(fn: () => void): boolean {

@@ -12,7 +12,9 @@ import type { RunningServer } from "../http/app.ts";
  *
  * @example
  * ```ts
- * const r = loadConfig(Deno.env.toObject());
+ * import { reportConfigErrors } from "./lifecycle.ts";
+ * import { loadConfig } from "./config.ts";
+ * const r = loadConfig({ MODEL: "openai/gpt-4o-mini" });
  * if (!r.ok) reportConfigErrors(r.errors);
  * ```
  */
@@ -35,7 +37,9 @@ export function reportConfigErrors(errors: string[]): never {
  *
  * @example
  * ```ts
- * installSignalHandlers(startServer(config), log);
+ * import { installSignalHandlers } from "./lifecycle.ts";
+ * import type { RunningServer } from "../http/app.ts";
+ * export const onSignals = (server: RunningServer) => installSignalHandlers(server, server.app.log);
  * ```
  */
 export function installSignalHandlers(server: RunningServer, log: Logger): void {

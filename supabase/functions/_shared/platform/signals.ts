@@ -20,9 +20,12 @@ export interface LinkedSignal {
  *
  * @example
  * ```ts
- * const linked = linkSignals(userCancel, AbortSignal.timeout(5000));
+ * import { linkSignals } from "./signals.ts";
+ * const userCancel = new AbortController();
+ * const linked = linkSignals(userCancel.signal, AbortSignal.timeout(5000));
  * try {
- *   await fetch(url, { signal: linked.signal });
+ *   userCancel.abort("cancel");
+ *   console.log(linked.signal.reason); // "cancel"
  * } finally {
  *   linked.dispose();
  * }

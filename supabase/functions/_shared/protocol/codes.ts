@@ -6,8 +6,10 @@
  * @example
  * ```ts
  * import { CLOSE, ERROR_CODES } from "./codes.ts";
- * if (event.code === CLOSE.unauthorized) console.log("fetch a new token");
- * console.log(ERROR_CODES.includes("rate_limited"));
+ * const onClose = (event: CloseEvent) => {
+ *   if (event.code === CLOSE.unauthorized) console.log("fetch a new token");
+ * };
+ * console.log(onClose, ERROR_CODES.includes("rate_limited"));
  * ```
  *
  * @module
@@ -21,7 +23,8 @@ export const PROTOCOL_VERSION = 1;
  *
  * @example
  * ```ts
- * new WebSocket("ws://127.0.0.1:8000", [SUBPROTOCOL]);
+ * import { SUBPROTOCOL } from "./codes.ts";
+ * export const connect = (url: string) => new WebSocket(url, [SUBPROTOCOL]);
  * ```
  */
 export const SUBPROTOCOL = "agent-websocket.v1";
@@ -34,7 +37,9 @@ export const TOKEN_SUBPROTOCOL_PREFIX = "jwt-";
  *
  * @example
  * ```ts
- * const retry = ![CLOSE.unauthorized, CLOSE.takenOver].includes(code);
+ * import { CLOSE } from "./codes.ts";
+ * const retry = (code: number) => code !== CLOSE.unauthorized && code !== CLOSE.takenOver;
+ * retry(CLOSE.restart); // true
  * ```
  */
 export const CLOSE = {

@@ -16,7 +16,9 @@ export { ERROR_CODES, type ErrorCode, PROTOCOL_VERSION, SUBPROTOCOL } from "./co
  *
  * @example
  * ```ts
- * offeredSubprotocols(req).includes(SUBPROTOCOL);
+ * import { offeredSubprotocols, SUBPROTOCOL } from "./frames.ts";
+ * const req = new Request("http://h/", { headers: { "sec-websocket-protocol": SUBPROTOCOL } });
+ * offeredSubprotocols(req).includes(SUBPROTOCOL); // true
  * ```
  */
 export function offeredSubprotocols(req: Request): string[] {

@@ -24,9 +24,10 @@ export interface SweepPolicy {
 /**
  * @example
  * ```ts
+ * import { SessionRegistry } from "./registry.ts";
  * const sessions = new SessionRegistry();
- * sessions.add(session);
- * sessions.startSweeper(policy, (s, why) => console.log(s.id, why));
+ * const policy = { idleMs: 60_000, resumeWindowMs: 120_000, maxConnectionAgeMs: 0, intervalMs: 1000 };
+ * sessions.sweep(policy, (s, why) => console.log(s.id, why)); // 0: nothing to expire
  * ```
  */
 export class SessionRegistry {

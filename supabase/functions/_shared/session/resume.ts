@@ -48,8 +48,12 @@ export function parseResumeRequest(url: URL): ResumeRequest | null | { error: st
  *
  * @example
  * ```ts
- * const plan = await collectReplay(session, 41);
- * if (plan.ok) for (const f of plan.frames) socket.send(f.json);
+ * import { collectReplay } from "./resume.ts";
+ * import type { Session } from "./session.ts";
+ * export async function replay(session: Session, socket: WebSocket) {
+ *   const plan = await collectReplay(session, 41);
+ *   if (plan.ok) for (const f of plan.frames) socket.send(f.json);
+ * }
  * ```
  */
 export async function collectReplay(session: Session, lastSeq: number): Promise<ReplayPlan> {

@@ -13,8 +13,9 @@ import { CLOSE } from "../protocol/codes.ts";
  * @example
  * ```ts
  * import { sendSocketFrame } from "./socket.ts";
- * declare const ws: WebSocket;
- * sendSocketFrame(ws, { type: "notification", event: "resumed", content: "…" });
+ * export function greet(ws: WebSocket) {
+ *   sendSocketFrame(ws, { type: "notification", event: "resumed", content: "…" });
+ * }
  * ```
  */
 export function sendSocketFrame(socket: WebSocket, frame: Record<string, unknown>): void {
@@ -32,8 +33,7 @@ export function sendSocketFrame(socket: WebSocket, frame: Record<string, unknown
  * ```ts
  * import { closeQuietly } from "./socket.ts";
  * import { CLOSE } from "../protocol/codes.ts";
- * declare const ws: WebSocket;
- * closeQuietly(ws, CLOSE.normal, "Session timeout");
+ * closeQuietly(null, CLOSE.normal, "Session timeout"); // a socket already gone is fine
  * ```
  */
 export function closeQuietly(socket: WebSocket | null, code: number, reason: string): void {
@@ -50,8 +50,9 @@ export function closeQuietly(socket: WebSocket | null, code: number, reason: str
  * @example
  * ```ts
  * import { sayTakenOver } from "./socket.ts";
- * declare const previous: WebSocket;
- * sayTakenOver(previous, "4f1c…");
+ * export function handOver(previous: WebSocket) {
+ *   sayTakenOver(previous, "4f1c…");
+ * }
  * ```
  */
 export function sayTakenOver(socket: WebSocket, sessionId: string): void {

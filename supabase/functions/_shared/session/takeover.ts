@@ -47,8 +47,11 @@ export interface Takeover {
 /**
  * @example
  * ```ts
- * const takeover = createTakeover({ config, log, store, sessions, bus, instance, makeSession, release });
- * bus.subscribe((msg) => takeover.onBus(msg));
+ * import { createTakeover, type TakeoverDeps } from "./takeover.ts";
+ * export function wire(deps: TakeoverDeps & { bus: NonNullable<TakeoverDeps["bus"]> }) {
+ *   const takeover = createTakeover(deps);
+ *   return deps.bus.subscribe((msg) => void takeover.onBus(msg));
+ * }
  * ```
  */
 export function createTakeover(deps: TakeoverDeps): Takeover {
