@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { DEV_HOOK, type DevHook } from "../supabase/functions/_shared/agent/serve.ts";
+import { DEV_HOOK, type DevHook } from "../supabase/functions/_shared/http/serve.ts";
 import { createLogger } from "../supabase/functions/_shared/platform/log.ts";
 import { loadDotEnv } from "./dotenv.ts";
 import { startSimulator } from "./openrouter_simulator.ts";

@@ -27,7 +27,7 @@
  *
  * @module
  */
-export { serveAgent } from "./agent/serve.ts";
+export { serveAgent } from "./http/serve.ts";
 export {
   type AgentContext,
   type AgentDefinition,

@@ -5,7 +5,6 @@
  * @module
  */
 import type { Logger } from "./log.ts";
-import type { RunningServer } from "../http/app.ts";
 
 /**
  * Prints every configuration problem at once and exits with status 1.
@@ -38,11 +37,13 @@ export function reportConfigErrors(errors: string[]): never {
  * @example
  * ```ts
  * import { installSignalHandlers } from "./lifecycle.ts";
- * import type { RunningServer } from "../http/app.ts";
- * export const onSignals = (server: RunningServer) => installSignalHandlers(server, server.app.log);
+ *  * export const onSignals = (server: RunningServer) => installSignalHandlers(server, server.app.log);
  * ```
  */
-export function installSignalHandlers(server: RunningServer, log: Logger): void {
+export function installSignalHandlers(
+  server: { shutdown(reason: string): Promise<void> },
+  log: Logger,
+): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) Deno.exit(1);

@@ -9,8 +9,8 @@
 import { type Config, loadConfig } from "../platform/config.ts";
 import { isEdgeRuntime, onBeforeUnload } from "../platform/edge_runtime.ts";
 import { installSignalHandlers, reportConfigErrors } from "../platform/lifecycle.ts";
-import { type RunningServer, startServer } from "../http/app.ts";
-import type { AgentDefinition } from "./definition.ts";
+import { type RunningServer, startServer } from "./app.ts";
+import type { AgentDefinition } from "../agent/definition.ts";
 
 /**
  * How `deno task dev` adjusts a configuration before the server starts (it
