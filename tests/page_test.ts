@@ -8,6 +8,8 @@
 import puppeteer, { type Page } from "puppeteer-core";
 import { assert, assertEquals } from "./assert.ts";
 import { eventually, startStack } from "./helpers.ts";
+import { z } from "zod";
+import type { AgentDefinition } from "../supabase/functions/_shared/mod.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
 import { type RunningServer, startServer } from "../supabase/functions/_shared/http/app.ts";
 
@@ -116,11 +118,25 @@ const waitForState = (page: Page, state: string, ms = 15_000) =>
 
 Deno.test({
   name: hasChromium
-    ? "page in Chromium: type, send, watch it stream, cancel, survive a server restart, name a conversation"
+    ? "page in Chromium: type, send, watch it stream, cancel, approve a tool, survive a server restart, name a conversation"
     : `page in Chromium: SKIPPED, ${CHROMIUM} is missing (apt-get install -y chromium)`,
   ignore: !hasChromium,
   async fn(t) {
-    const stack = await startStack({}, { tokenDelayMs: 15 });
+    let deleted = 0;
+    const agent: AgentDefinition = {
+      tools: {
+        delete_file: {
+          description: "Deletes a file",
+          parameters: z.object({ path: z.string() }),
+          needsApproval: true,
+          execute: ({ path }: { path: string }) => {
+            deleted++;
+            return { deleted: path };
+          },
+        },
+      },
+    };
+    const stack = await startStack({}, { tokenDelayMs: 15 }, { agent });
     stack.sim.when("long story", {
       kind: "stream",
       tokens: Array.from({ length: 1000 }, (_, i) => `word${i} `),
@@ -209,6 +225,31 @@ Deno.test({
         assertEquals((await answer(page, 2))!.text, stopped.text);
       });
 
+      await t.step(
+        "a tool call that needs approval: Approve runs it, the answer goes on",
+        async () => {
+          stack.sim.script(
+            {
+              kind: "stream",
+              tokens: ["Deleting. "],
+              toolCalls: [{ id: "del_1", name: "delete_file", arguments: '{"path":"/tmp/a"}' }],
+            },
+            { kind: "stream", tokens: ["Done."] },
+          );
+          await typeAndSend(page, "delete /tmp/a");
+          await page.waitForSelector('[data-tool-call-id="del_1"] [data-role="approve"]', {
+            timeout: 5_000,
+          });
+          assertEquals(deleted, 0, "nothing runs before the human says yes");
+          await page.click('[data-tool-call-id="del_1"] [data-role="approve"]');
+          const done = await waitForAnswer(page, 3, "done");
+          assert(done.text.includes("Done."), done.text);
+          assertEquals(deleted, 1);
+          const card = await page.$eval('[data-tool-call-id="del_1"]', (e) => e.textContent ?? "");
+          assert(card.includes("/tmp/a"), card);
+        },
+      );
+
       await t.step("survive a server restart on the same port", async () => {
         const port = server.port;
         await server.shutdown("test_restart");
@@ -216,13 +257,14 @@ Deno.test({
         server = startServer({ ...stack.config, port }, {
           hostname: "127.0.0.1",
           logSink: () => {},
+          agent,
         });
         await waitForState(page, "open");
         // The new process did not know the session: the page says so and goes on.
         await page.waitForSelector('[data-role="notice"]', { timeout: 5_000 });
         const question = "Are you back?";
         await typeAndSend(page, question);
-        const back = await waitForAnswer(page, 3, "done");
+        const back = await waitForAnswer(page, 4, "done");
         assertEquals(back.text, defaultReply(question).join(""));
       });
 
