@@ -8,7 +8,7 @@
 import puppeteer, { type Page } from "puppeteer-core";
 import { assert, assertEquals } from "./assert.ts";
 import { eventually, startStack } from "./helpers.ts";
-import { z } from "zod";
+import { deleteFileTool } from "./fixtures/delete_file.ts";
 import type { AgentDefinition } from "../supabase/functions/_shared/mod.ts";
 import { defaultReply } from "../dev/openrouter_simulator.ts";
 import { type RunningServer, startServer } from "../supabase/functions/_shared/http/app.ts";
@@ -122,20 +122,8 @@ Deno.test({
     : `page in Chromium: SKIPPED, ${CHROMIUM} is missing (apt-get install -y chromium)`,
   ignore: !hasChromium,
   async fn(t) {
-    let deleted = 0;
-    const agent: AgentDefinition = {
-      tools: {
-        delete_file: {
-          description: "Deletes a file",
-          parameters: z.object({ path: z.string() }),
-          needsApproval: true,
-          execute: ({ path }: { path: string }) => {
-            deleted++;
-            return { deleted: path };
-          },
-        },
-      },
-    };
+    const deleteFile = deleteFileTool();
+    const agent: AgentDefinition = { tools: { delete_file: deleteFile.tool } };
     const stack = await startStack({}, { tokenDelayMs: 15 }, { agent });
     stack.sim.when("long story", {
       kind: "stream",
@@ -240,11 +228,11 @@ Deno.test({
           await page.waitForSelector('[data-tool-call-id="del_1"] [data-role="approve"]', {
             timeout: 5_000,
           });
-          assertEquals(deleted, 0, "nothing runs before the human says yes");
+          assertEquals(deleteFile.runs(), 0, "nothing runs before the human says yes");
           await page.click('[data-tool-call-id="del_1"] [data-role="approve"]');
           const done = await waitForAnswer(page, 3, "done");
           assert(done.text.includes("Done."), done.text);
-          assertEquals(deleted, 1);
+          assertEquals(deleteFile.runs(), 1);
           const card = await page.$eval('[data-tool-call-id="del_1"]', (e) => e.textContent ?? "");
           assert(card.includes("/tmp/a"), card);
         },

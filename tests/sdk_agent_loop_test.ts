@@ -3,10 +3,10 @@
  * tool registered once and answered automatically, a server tool approved by
  * `onApproval`, and reasoning on the ask handle.
  */
-import { z } from "zod";
 import { AgentClient } from "../client/mod.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { startStack } from "./helpers.ts";
+import { deleteFileTool } from "./fixtures/delete_file.ts";
 
 const FAST = {
   reconnect: { initialDelayMs: 20, maxDelayMs: 100, factor: 2, maxAttempts: 50 },
@@ -14,22 +14,8 @@ const FAST = {
 };
 
 Deno.test("sdk + server: a client tool runs in the client, a server tool waits for onApproval", async () => {
-  let deleted = 0;
-  const stack = await startStack({}, {}, {
-    agent: {
-      tools: {
-        delete_file: {
-          description: "Deletes a file",
-          parameters: z.object({ path: z.string() }),
-          needsApproval: true,
-          execute: ({ path }: { path: string }) => {
-            deleted++;
-            return { deleted: path };
-          },
-        },
-      },
-    },
-  });
+  const deleteFile = deleteFileTool();
+  const stack = await startStack({}, {}, { agent: { tools: { delete_file: deleteFile.tool } } });
   const asked: string[] = [];
   const client = new AgentClient(stack.wsUrl, {
     ...FAST,
@@ -66,7 +52,7 @@ Deno.test("sdk + server: a client tool runs in the client, a server tool waits f
     assertEquals([final.iterations, final.tool_calls], [3, 2]);
     assertEquals(final.reasoning, "Need the place.");
     assertEquals(asked, ["delete_file"], "asked once, for the tool that needs it");
-    assertEquals(deleted, 1);
+    assertEquals(deleteFile.runs(), 1);
     // The client declared its tool with the query, and its result reached the model.
     const first = stack.sim.requests[0].body;
     assert(first.tools!.some((t) => t.function.name === "get_location"), "declared");

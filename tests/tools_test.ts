@@ -7,6 +7,7 @@ import { z } from "zod";
 import { assert, assertEquals } from "./assert.ts";
 import { assertGapless, type Frame, startStack, TestClient } from "./helpers.ts";
 import { type AgentDefinition, AgentError } from "../supabase/functions/_shared/mod.ts";
+import { deleteFileTool } from "./fixtures/delete_file.ts";
 
 const weather = {
   description: "The weather in a city",
@@ -167,20 +168,9 @@ Deno.test("parallel tool calls run at once and return in the model's order", asy
 });
 
 Deno.test("approval: granted runs the tool, denied tells the model why, unanswered times out", async () => {
-  let runs = 0;
-  const agent: AgentDefinition = {
-    tools: {
-      delete_file: {
-        description: "Deletes a file",
-        parameters: z.object({ path: z.string() }),
-        needsApproval: true,
-        execute: ({ path }: { path: string }) => {
-          runs++;
-          return `deleted ${path}`;
-        },
-      },
-    },
-  };
+  const deleteFile = deleteFileTool();
+  const runs = deleteFile.runs;
+  const agent: AgentDefinition = { tools: { delete_file: deleteFile.tool } };
   await withStack(agent, async (stack, client) => {
     const ask = (n: number) => ({
       kind: "stream" as const,
@@ -190,11 +180,11 @@ Deno.test("approval: granted runs the tool, denied tells the model why, unanswer
     const q1 = client.query("delete it");
     const call = await client.waitFor((f) => f.type === "tool_call" && f.tool_call_id === "d1");
     assertEquals(call.needs_approval, true);
-    assertEquals(runs, 0, "not run before approval");
+    assertEquals(runs(), 0, "not run before approval");
     client.send({ type: "approval", id: q1, tool_call_id: "d1", approved: true });
     await client.terminal(q1);
-    assertEquals(toolFrames(client, q1, "tool_result")[0].result, "deleted /tmp/x");
-    assertEquals(runs, 1);
+    assertEquals(toolFrames(client, q1, "tool_result")[0].result, { deleted: "/tmp/x" });
+    assertEquals(runs(), 1);
 
     stack.sim.script(ask(2), { kind: "stream", tokens: ["fine"] });
     const q2 = client.query("delete again");
@@ -209,7 +199,7 @@ Deno.test("approval: granted runs the tool, denied tells the model why, unanswer
     await client.terminal(q2);
     const denied = toolFrames(client, q2, "tool_result")[0];
     assertEquals([denied.ok, denied.error], [false, "Denied by the user: keep it"]);
-    assertEquals(runs, 1);
+    assertEquals(runs(), 1);
     assert(stack.sim.requests[3].body.messages!.at(-1)!.content!.includes("Denied by the user"));
 
     stack.sim.script(ask(3), { kind: "stream", tokens: ["gave up"] });
@@ -219,7 +209,7 @@ Deno.test("approval: granted runs the tool, denied tells the model why, unanswer
     assertEquals(timedOut.ok, false);
     assert(timedOut.error.includes("timed out"), timedOut.error);
     assertEquals(final.content, "gave up");
-    assertEquals(runs, 1);
+    assertEquals(runs(), 1);
     // An approval after the timeout finds nothing to approve.
     client.send({ type: "approval", id: q3, tool_call_id: "d3", approved: true });
     const late = await client.next((f) => f.type === "error");
