@@ -71,6 +71,12 @@ export function startGateway(opts: GatewayOptions): Promise<Child> {
       RATE_LIMIT_BURST: "100000000",
       MAX_CONNECTIONS: "100000",
       MAX_CONNECTIONS_PER_USER: "100000",
+      // Every bench socket comes from 127.0.0.1: per-address and per-process session bounds
+      // would otherwise end the idle sessions the bench measures.
+      MAX_SESSIONS_PER_USER: "1000000",
+      MAX_SESSIONS: "1000000",
+      REPLAY_MEMORY_BYTES: "17179869184",
+      MAX_ANSWER_CHARS: "1000000000",
       MAX_HISTORY: "0",
       MAX_CONNECTION_AGE_SECONDS: "0",
       RESUME_WINDOW_SECONDS: opts.noResume ? "0" : "120",
