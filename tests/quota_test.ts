@@ -20,6 +20,7 @@ import { type ServerProcess, startServerProcess } from "./process.ts";
 import { startSimulator } from "../dev/openrouter_simulator.ts";
 import { slidingWait } from "../supabase/functions/_shared/platform/limits.ts";
 import { SharedCounts } from "../supabase/functions/_shared/platform/shared_counts.ts";
+import { DailyBudget } from "../supabase/functions/_shared/platform/budget.ts";
 
 const DAY_MS = 86_400_000;
 /** Fifty tokens an answer, so two answers pass a budget of 100 and one does not. */
@@ -95,6 +96,19 @@ Deno.test("sliding minute: the previous minute weighs as much of it as is still 
   assertEquals(slidingWait(10, 0, 5, 20_000), 10_001);
   // At the start of a minute a burst just before it still counts: no doubling at the edge.
   assert(slidingWait(5, 1, 5, 100) > 0);
+});
+
+Deno.test("a budget spent before UTC midnight is whole again after it", () => {
+  let now = Date.UTC(2026, 11, 1, 23, 59, 59, 500);
+  const budget = new DailyBudget({ tokens: 100, cost: null }, () => now);
+  budget.spend("u", { prompt_tokens: 60, completion_tokens: 40, total_tokens: 100 });
+  const refusal = budget.check("u");
+  assertEquals(refusal?.resetsAt, "2026-12-02T00:00:00.000Z");
+  assertEquals(refusal?.retryAfterMs, 500);
+  assertEquals(budget.check("someone else"), null, "one user's spending is theirs alone");
+  now += 500;
+  assertEquals(budget.check("u"), null);
+  assertEquals(budget.spent("u"), { tokens: 0, cost: 0 });
 });
 
 Deno.test("shared counts: what is being sent counts until settled, and comes back if the send fails", () => {
