@@ -11,6 +11,8 @@
 import type { Config } from "../platform/config.ts";
 import type { Logger } from "../platform/log.ts";
 import type { UserLimits } from "../platform/limits.ts";
+import type { DailyBudget } from "../platform/budget.ts";
+import type { Quota } from "../store/quota.ts";
 import type { SessionStore } from "../store/store.ts";
 import type { Bus } from "../store/bus.ts";
 import type { ModelBackend } from "../model/model.ts";
@@ -108,6 +110,10 @@ export interface RuntimeDeps {
   bus?: Bus;
   sessions: SessionRegistry;
   limits: UserLimits;
+  /** Per-user daily token and credit budgets; absent when none is set. */
+  budget?: DailyBudget | null;
+  /** Per-user counts shared with other processes; absent with the memory store. */
+  quota?: Quota | null;
   /** This process's id on the bus. */
   instance: string;
   agent: AgentDefinition;
@@ -141,9 +147,21 @@ function refusalClose(err: unknown): [number, string] {
  * ```
  */
 export function createRuntime(deps: RuntimeDeps): AgentRuntime {
-  const { config, log, store, sessions, limits, bus, agent, model } = deps;
+  const { config, log, store, sessions, limits, bus, agent, model, budget, quota } = deps;
   const tools = new ToolSet({ ...builtinTools(config.tools), ...agent.tools });
   const contexts = createContexts(config, log);
+
+  /** Refuses a user who has spent their day's budget, saying when it resets. */
+  function checkBudget(session: Session): void {
+    const refusal = budget?.check(session.limitKey);
+    if (!refusal) return;
+    throw new AgentError("budget_exceeded", refusal.message, {
+      retryable: true,
+      retryAfterMs: refusal.retryAfterMs,
+      fields: { resets_at: refusal.resetsAt },
+    });
+  }
+
   const runTurn = createTurnRunner({
     config,
     log,
@@ -151,6 +169,8 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     agent,
     tools,
     contextFor: contexts.forTurn,
+    spend: budget ? (session, usage) => budget.spend(session.limitKey, usage) : undefined,
+    admit: budget ? checkBudget : undefined,
   });
   const commands = createCommands({
     log,
@@ -244,6 +264,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     }
     // Checked before the rate limit: a bad declaration must not cost a token.
     if (frame.tools) tools.forQuery(frame.tools);
+    checkBudget(session);
     const wait = limits.take(session.rateKey);
     if (wait > 0) {
       throw new AgentError("rate_limited", "Too many queries; slow down", {
@@ -559,6 +580,11 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         } catch (err) {
           return refuse(conn, err);
         }
+        if (conn.socket.readyState !== WebSocket.OPEN) return;
+      }
+      if (quota) {
+        // So that a user's first query here is judged by what they did elsewhere.
+        await quota.prime(conn.limitKey);
         if (conn.socket.readyState !== WebSocket.OPEN) return;
       }
       if (conn.resume) await resume(conn, conn.resume);

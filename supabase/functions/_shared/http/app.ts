@@ -11,6 +11,8 @@ import type { Config } from "../platform/config.ts";
 import { createLogger, type Logger, type LogSink } from "../platform/log.ts";
 import { createSupabaseVerifier, type Verifier } from "../platform/auth.ts";
 import { UserLimits } from "../platform/limits.ts";
+import { DailyBudget } from "../platform/budget.ts";
+import { PostgresQuota } from "../store/quota.ts";
 import { keepAliveUntil } from "../platform/edge_runtime.ts";
 import { MemoryStore, type SessionStore } from "../store/store.ts";
 import { PostgresStore } from "../store/postgres.ts";
@@ -114,6 +116,19 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     burst: config.rateLimitBurst,
     sessionsPerUser: config.maxSessionsPerUser,
   });
+  const budget = config.userDailyTokenBudget !== null || config.userDailyCostBudget !== null
+    ? new DailyBudget({ tokens: config.userDailyTokenBudget, cost: config.userDailyCostBudget })
+    : null;
+  // With a durable store the per-user limits hold across processes, synced about every second.
+  const quota = store instanceof PostgresStore
+    ? new PostgresQuota({
+      sql: store.sql,
+      limits,
+      budget,
+      intervalMs: Math.min(1000, config.sweepIntervalMs),
+      log,
+    })
+    : null;
   const verifier = opts.verifier ?? (config.auth ? createSupabaseVerifier(config.auth) : null);
   const agent = opts.agent ?? {};
   const runtime = createRuntime({
@@ -123,6 +138,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     bus: store.bus,
     sessions,
     limits,
+    budget,
+    quota,
     instance,
     agent,
     model: resolveModel(agent, config, log),
@@ -238,6 +255,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
       ]);
       clearTimeout(timer);
+      await quota?.close();
       await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
     },
   };

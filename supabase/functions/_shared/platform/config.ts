@@ -49,6 +49,8 @@ export const EnvSchema = z.object({
   MAX_QUEUE: integer(10, 0, 1000),
   RATE_LIMIT_PER_MINUTE: integer(60, 1),
   RATE_LIMIT_BURST: integer(10, 1),
+  USER_DAILY_TOKEN_BUDGET: z.coerce.number().int().min(1).optional(),
+  USER_DAILY_COST_BUDGET: z.coerce.number().positive().optional(),
   UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS: number(60, 0.01),
   UPSTREAM_TOTAL_TIMEOUT_SECONDS: number(300, 0.01),
   UPSTREAM_RETRIES: integer(2, 0, 10),
@@ -127,6 +129,13 @@ export interface Config {
   maxQueue: number;
   rateLimitPerMinute: number;
   rateLimitBurst: number;
+  /**
+   * Tokens (prompt + completion, as the model reports them) one user may use per UTC day;
+   * null: no bound. Without auth the "user" is the client address.
+   */
+  userDailyTokenBudget: number | null;
+  /** The same in OpenRouter credits (the `cost` usage reports); null: no bound. */
+  userDailyCostBudget: number | null;
   firstTokenTimeoutMs: number;
   totalTimeoutMs: number;
   retries: number;
@@ -270,6 +279,8 @@ export function loadConfig(
       maxQueue: e.MAX_QUEUE,
       rateLimitPerMinute: e.RATE_LIMIT_PER_MINUTE,
       rateLimitBurst: e.RATE_LIMIT_BURST,
+      userDailyTokenBudget: e.USER_DAILY_TOKEN_BUDGET ?? null,
+      userDailyCostBudget: e.USER_DAILY_COST_BUDGET ?? null,
       firstTokenTimeoutMs: e.UPSTREAM_FIRST_TOKEN_TIMEOUT_SECONDS * 1000,
       totalTimeoutMs: e.UPSTREAM_TOTAL_TIMEOUT_SECONDS * 1000,
       retries: e.UPSTREAM_RETRIES,

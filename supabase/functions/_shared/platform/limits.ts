@@ -8,9 +8,17 @@
  * again are swept, so memory stays bounded by the users active within one
  * refill period.
  *
+ * Each process has its own buckets. With a shared store (store/quota.ts) the
+ * queries a user is let through are also counted per UTC minute across every
+ * process, and a user past what one bucket allows in a minute is refused
+ * here too, however their sockets are spread.
+ *
  * @module
  */
 import { TokenBucket } from "./rate_limit.ts";
+import { SharedCounts } from "./shared_counts.ts";
+
+const MINUTE_MS = 60_000;
 
 /** What {@linkcode UserLimits} bounds. */
 export interface UserLimitOptions {
@@ -24,6 +32,8 @@ export interface UserLimitOptions {
   sessionsPerUser?: number;
   /** The clock, in milliseconds (tests pass their own). */
   now?: () => number;
+  /** The wall clock of the shared minute windows, in milliseconds since the epoch. */
+  wallClock?: () => number;
 }
 
 /**
@@ -42,11 +52,15 @@ export class UserLimits {
   readonly #sessions = new Map<string, number>();
   readonly #buckets = new Map<string, TokenBucket>();
   readonly #now: () => number;
+  readonly #wall: () => number;
   readonly #sweepEveryMs: number;
   #lastSweep: number;
+  /** Queries let through per user per UTC minute, here and elsewhere; null: not shared. */
+  #window: SharedCounts | null = null;
 
   constructor(readonly opts: UserLimitOptions) {
     this.#now = opts.now ?? (() => performance.now());
+    this.#wall = opts.wallClock ?? (() => Date.now());
     this.#sweepEveryMs = Math.max(1000, (opts.burst / opts.perMinute) * 60_000);
     this.#lastSweep = this.#now();
   }
@@ -84,12 +98,52 @@ export class UserLimits {
   /** Takes a query token for `user`: 0 when allowed, else milliseconds to wait. */
   take(user: string): number {
     if (this.#now() - this.#lastSweep >= this.#sweepEveryMs) this.sweep();
+    const wall = this.#wall();
+    const minute = Math.floor(wall / MINUTE_MS);
+    if (this.#window) {
+      const wait = slidingWait(
+        this.#window.total(user, String(minute - 1))[0],
+        this.#window.total(user, String(minute))[0],
+        this.sharedLimit,
+        wall - minute * MINUTE_MS,
+      );
+      if (wait > 0) return wait;
+    }
     let bucket = this.#buckets.get(user);
     if (!bucket) {
       bucket = new TokenBucket(this.opts.perMinute, this.opts.burst, this.#now);
       this.#buckets.set(user, bucket);
     }
-    return bucket.take();
+    const wait = bucket.take();
+    if (wait === 0) this.#window?.add(user, String(minute), [1]);
+    return wait;
+  }
+
+  /**
+   * From now on counts the queries let through per user per UTC minute, for
+   * a sync to share with other processes; returns those counts (periods are
+   * minutes since the epoch).
+   */
+  shareRate(): SharedCounts {
+    return this.#window ??= new SharedCounts(1, this.#now);
+  }
+
+  /**
+   * Queries in any 60 s, across processes, past which a user is refused:
+   * what one bucket lets through in a minute, so a user on one process never
+   * notices the shared count.
+   */
+  get sharedLimit(): number {
+    return this.opts.perMinute + this.opts.burst;
+  }
+
+  /**
+   * Forgets shared minute counts that no longer matter, and users unused for
+   * `idleMs` but those `held` says to keep following; called by the sync.
+   */
+  pruneShared(idleMs: number, held?: (user: string) => boolean): number {
+    const current = Math.floor(this.#wall() / MINUTE_MS);
+    return this.#window?.prune((m) => Number(m) >= current - 1, idleMs, { held }) ?? 0;
   }
 
   /**
@@ -117,6 +171,28 @@ export class UserLimits {
   get buckets(): number {
     return this.#buckets.size;
   }
+}
+
+/**
+ * The wait before one more query fits a sliding minute, estimated from two
+ * fixed ones (as Cloudflare does): the previous minute's count weighs as much
+ * as the part of it still inside the last 60 s. It smooths the edge between
+ * minutes, where fixed windows would let twice the limit through.
+ *
+ * @example
+ * ```ts
+ * import { slidingWait } from "./limits.ts";
+ * slidingWait(0, 4, 5, 30_000); // 0: one more fits
+ * slidingWait(0, 5, 5, 30_000); // 30_001: not before the next minute
+ * ```
+ */
+export function slidingWait(prev: number, cur: number, limit: number, intoMs: number): number {
+  const f = intoMs / MINUTE_MS;
+  if (prev * (1 - f) + cur < limit) return 0;
+  // Within this minute, once the previous one weighs little enough…
+  if (cur < limit) return Math.ceil((1 - (limit - cur) / prev) * MINUTE_MS - intoMs) + 1;
+  // …else into the next one, where this minute's count is the previous one.
+  return Math.ceil(MINUTE_MS - intoMs + (1 - limit / cur) * MINUTE_MS) + 1;
 }
 
 function acquireIn(counts: Map<string, number>, user: string, max: number): boolean {

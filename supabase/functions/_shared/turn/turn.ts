@@ -32,6 +32,10 @@ export interface TurnDeps {
   tools: ToolSet;
   /** The context hooks and tools get for this turn. */
   contextFor(session: Session, turn: InFlight): TurnContext;
+  /** Counts what one model call used, as it reported it, against the session's user. */
+  spend?(session: Session, usage: Usage): void;
+  /** Throws when the session's user may not start another turn now (e.g. over their budget). */
+  admit?(session: Session): void;
 }
 
 function addUsage(total: Usage | null, u: Usage): Usage {
@@ -148,6 +152,8 @@ export function createTurnRunner(
     }
     log.debug("query_start", { session: session.id, query: q.id, resumed: !!resumed });
     try {
+      // Queued behind answers that used up the budget: refused now, not answered.
+      if (!resumed) deps.admit?.(session);
       const tools = deps.tools.forQuery(q.clientTools);
       let params: TurnParams | null;
       let messages: ChatMessage[];
@@ -290,6 +296,7 @@ export function createTurnRunner(
               break;
             case "usage":
               usage = addUsage(usage, e.usage);
+              deps.spend?.(session, e.usage);
               break;
             case "retry":
               session.emit({
