@@ -37,7 +37,9 @@ export function reportConfigErrors(errors: string[]): never {
  * @example
  * ```ts
  * import { installSignalHandlers } from "./lifecycle.ts";
- *  * export const onSignals = (server: RunningServer) => installSignalHandlers(server, server.app.log);
+ * import { createLogger } from "./log.ts";
+ * export const onSignals = (server: { shutdown(reason: string): Promise<void> }) =>
+ *   installSignalHandlers(server, createLogger("info"));
  * ```
  */
 export function installSignalHandlers(

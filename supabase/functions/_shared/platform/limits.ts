@@ -39,10 +39,11 @@ export interface UserLimitOptions {
 /**
  * @example
  * ```ts
+ * import { UserLimits } from "./limits.ts";
  * const limits = new UserLimits({ perUser: 5, perMinute: 60, burst: 10, sessionsPerUser: 20 });
- * if (!limits.acquire("user-1")) closeWith4029();
- * if (!limits.acquireSession("user-1")) refuseNewSession();
- * const waitMs = limits.take("user-1"); // 0: the query may run
+ * limits.acquire("user-1"); // true: a socket slot (false: close 4029)
+ * limits.acquireSession("user-1"); // true: a session slot
+ * limits.take("user-1"); // 0: the query may run now
  * limits.releaseSession("user-1");
  * limits.release("user-1");
  * ```
