@@ -43,6 +43,7 @@ for (const [name, make, ignore] of stores) {
       const store = make();
       const id = crypto.randomUUID();
       try {
+        assertEquals(store.health().state, "ok");
         store.create(id, "owner-1");
         const m = (i: number) => [
           { role: "user" as const, content: `q${i}` },
@@ -85,6 +86,7 @@ for (const [name, make, ignore] of stores) {
           gap = await store.framesAfter(id, 1);
         }
         assert(!gap.ok, "frames 2.. are gone");
+        assertEquals([gap.reason, gap.missingSeq, gap.oldestSeq], ["trimmed", 2, 8]);
         const tail = await store.framesAfter(id, 9);
         assert(tail.ok);
         assertEquals(tail.frames.map((f) => f.seq), [10, 11, 12]);
@@ -124,9 +126,12 @@ Deno.test({
       const r = await b.framesAfter(id, 0);
       assert(r.ok);
       assertEquals(r.frames.map((f) => f.seq), [1, 2]);
-      // A, which lost the session, can no longer write into its sequence.
+      // A, which lost the session, can no longer write into its sequence, and is told.
+      const lost: string[] = [];
+      a.onLost = (session) => lost.push(session);
       a.appendFrame(id, frame(3));
       await a.flush();
+      assertEquals(lost, [id]);
       const after = await b.framesAfter(id, 2);
       assert(after.ok);
       assertEquals(after.frames, [], "the old holder's late frame is fenced out");
@@ -195,6 +200,34 @@ Deno.test({
         where oid = 'agent_websocket.frames'::regclass`;
       assertEquals(frames.rls, true);
     } finally {
+      await store.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres store: a hole in the durable log is reported as lost, with the true oldest " +
+    "kept frame; a resume after the hole is complete",
+  ignore: !dbAvailable,
+  async fn() {
+    const store = pgStore();
+    const id = crypto.randomUUID();
+    try {
+      store.create(id, null);
+      // Frame 4 was sent by a process that died before writing it.
+      for (const seq of [1, 2, 3, 5, 6]) store.appendFrame(id, frame(seq));
+      await store.flush();
+      const r = await store.framesAfter(id, 0);
+      assert(!r.ok);
+      assertEquals([r.reason, r.missingSeq, r.oldestSeq], ["lost", 4, 1]);
+      const fromTwo = await store.framesAfter(id, 2);
+      assert(!fromTwo.ok);
+      assertEquals([fromTwo.reason, fromTwo.missingSeq], ["lost", 4]);
+      const after = await store.framesAfter(id, 4);
+      assert(after.ok);
+      assertEquals(after.frames.map((f) => f.seq), [5, 6]);
+    } finally {
+      await store.delete(id);
       await store.close();
     }
   },

@@ -204,6 +204,15 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     release: (session) => endSession(session, "released"),
     admit: (key) => admitSession(key),
   });
+  // Another process took a session over while this one still wrote to it (it looked
+  // dead to the others): nothing of it is written from here any more, so let it go.
+  store.onLost = (id) => {
+    const session = sessions.get(id);
+    if (!session) return;
+    log.warn("session_lost", { session: id });
+    if (session.socket) sayTakenOver(session.socket, id);
+    endSession(session, "released");
+  };
   bus?.subscribe((msg) => {
     takeover.onBus(msg).catch((err) => log.error("bus_message_failed", { err: String(err) }));
   }).catch((err) => log.error("bus_subscribe_failed", { err: String(err) }));

@@ -50,8 +50,36 @@ export interface AppOptions {
   agent?: AgentDefinition;
   /** Where log lines go (default: stdout). Secrets are redacted before they get here. */
   logSink?: LogSink;
+  /** The session store (serveAgent passes the one `openStore` chose); default: from config. */
   store?: SessionStore;
+  /** This process's id on the bus; must be the one the store was opened with. */
+  instance?: string;
   verifier?: Verifier;
+}
+
+/**
+ * The logger of a server: JSON lines, with every secret the configuration
+ * holds redacted.
+ *
+ * @example
+ * ```ts
+ * import { serverLogger } from "./app.ts";
+ * import { loadConfig } from "../platform/config.ts";
+ * const r = loadConfig({});
+ * if (r.ok) serverLogger(r.config).info("hello");
+ * ```
+ */
+export function serverLogger(config: Config, sink?: LogSink): Logger {
+  return createLogger(
+    config.logLevel,
+    [
+      config.apiKey,
+      config.notifySecret ?? undefined,
+      config.auth?.jwtSecret,
+      config.store.url ?? undefined,
+    ],
+    sink,
+  );
 }
 
 /** A request handler plus the state behind it. */
@@ -85,12 +113,8 @@ function resolveModel(agent: AgentDefinition, config: Config, log: Logger): Mode
  * ```
  */
 export function createApp(config: Config, opts: AppOptions = {}): App {
-  const log = createLogger(
-    config.logLevel,
-    [config.apiKey, config.notifySecret ?? undefined, config.auth?.jwtSecret, config.postgres?.url],
-    opts.logSink,
-  );
-  const instance = crypto.randomUUID();
+  const log = serverLogger(config, opts.logSink);
+  const instance = opts.instance ?? crypto.randomUUID();
   const storeLimits = {
     maxHistory: config.maxHistory,
     maxHistoryChars: config.maxHistoryChars,
@@ -99,16 +123,23 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
   };
   // A holder is taken for dead after three missed sweeps (it renews once per sweep).
   const leaseMs = Math.max(1000, 3 * config.sweepIntervalMs);
-  const store: SessionStore = opts.store ?? (config.postgres
-    ? new PostgresStore({
-      ...config.postgres,
-      limits: storeLimits,
-      instance,
-      leaseMs,
-      expiryMs: config.resumeWindowMs + leaseMs,
-      log,
-    })
-    : new MemoryStore(storeLimits));
+  // Without a store given, only an explicit SESSION_STORE=postgres is durable here: `auto`
+  // needs the schema check of openStore, which serveAgent runs before it builds the app.
+  const { store: storeConfig } = config;
+  const store: SessionStore = opts.store ??
+    (storeConfig.mode === "postgres" && storeConfig.url
+      ? new PostgresStore({
+        url: storeConfig.url,
+        poolSize: storeConfig.poolSize,
+        flushMs: storeConfig.flushMs,
+        buffer: { maxFrames: storeConfig.bufferMaxFrames, maxBytes: storeConfig.bufferMaxBytes },
+        limits: storeLimits,
+        instance,
+        leaseMs,
+        expiryMs: config.resumeWindowMs + leaseMs,
+        log,
+      })
+      : new MemoryStore(storeLimits));
   const sessions = new SessionRegistry();
   const limits = new UserLimits({
     perUser: config.maxConnectionsPerUser,
@@ -222,6 +253,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
           sessions: sessions.size,
           in_flight: sessions.inFlight,
           connections: open.count,
+          store: { kind: store.durable ? "postgres" : "memory", ...store.health() },
           uptime_s: Math.round((performance.now() - startedAt) / 1000),
           simulator: config.simulator,
         });

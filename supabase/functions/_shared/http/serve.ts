@@ -9,7 +9,8 @@
 import { type Config, loadConfig } from "../platform/config.ts";
 import { isEdgeRuntime, onBeforeUnload } from "../platform/edge_runtime.ts";
 import { installSignalHandlers, reportConfigErrors } from "../platform/lifecycle.ts";
-import { type RunningServer, startServer } from "./app.ts";
+import { type RunningServer, serverLogger, startServer } from "./app.ts";
+import { type OpenedStore, openStore, StoreConfigError } from "../store/open.ts";
 import type { AgentDefinition } from "../agent/definition.ts";
 
 /**
@@ -39,13 +40,22 @@ export interface DevHook {
  * });
  * ```
  */
-export function serveAgent(agent: AgentDefinition = {}): RunningServer {
+export async function serveAgent(agent: AgentDefinition = {}): Promise<RunningServer> {
   const dev = (globalThis as { [DEV_HOOK]?: DevHook })[DEV_HOOK];
   const edge = isEdgeRuntime();
   const result = loadConfig(dev ? dev.env() : Deno.env.toObject(), { edgeRuntime: edge });
   if (!result.ok) reportConfigErrors(result.errors);
   const config = dev ? dev.prepare(result.config) : result.config;
-  const server = startServer(config, { agent });
+  // The store is chosen before the server starts: `auto` checks that the schema is there.
+  const instance = crypto.randomUUID();
+  let opened: OpenedStore;
+  try {
+    opened = await openStore(config, serverLogger(config), instance);
+  } catch (err) {
+    if (err instanceof StoreConfigError) reportConfigErrors([err.message]);
+    throw err;
+  }
+  const server = startServer(config, { agent, store: opened.store, instance });
   const log = server.app.log;
   const model = server.app.runtime.model;
   log.info("server_started", {
@@ -56,6 +66,8 @@ export function serveAgent(agent: AgentDefinition = {}): RunningServer {
     upstream: config.baseUrl,
     edge_runtime: edge,
     simulator: config.simulator,
+    store: opened.store.durable ? "postgres" : "memory",
+    store_why: opened.why,
   });
   if (model.configured === false) {
     log.warn("not_configured", {

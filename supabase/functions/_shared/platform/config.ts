@@ -92,11 +92,13 @@ export const EnvSchema = z.object({
   HARD_MAX_MESSAGE_BYTES: integer(1_048_576, 1024),
   SEND_HIGH_WATER_BYTES: integer(262_144, 1024),
   SEND_HARD_LIMIT_BYTES: integer(4_194_304, 4096),
-  SESSION_STORE: z.enum(["memory", "postgres"]).default("memory"),
+  SESSION_STORE: z.enum(["auto", "memory", "postgres"]).default("auto"),
   SUPABASE_DB_URL: z.string().optional(),
   DATABASE_URL: z.string().optional(),
   DB_POOL_SIZE: integer(3, 1, 50),
   FRAME_FLUSH_MS: integer(20, 1, 5000),
+  STORE_BUFFER_MAX_FRAMES: integer(100_000, 100),
+  STORE_BUFFER_MAX_BYTES: integer(16_777_216, 65_536),
   NOTIFY_SECRET: z.string().min(16).optional(),
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
 });
@@ -194,10 +196,32 @@ export interface Config {
   sendHighWaterBytes: number;
   /** Above this the query ends with `slow_consumer` and the socket is closed. */
   sendHardLimitBytes: number;
-  /** Null: sessions live in this process's memory. */
+  /** Where sessions live; `openStore` (store/open.ts) decides from this. */
+  store: StoreConfig;
+  /**
+   * Set only when SESSION_STORE is `postgres`.
+   * @deprecated Use `store` through `openStore`, which also covers `auto`.
+   */
   postgres: { url: string; poolSize: number; flushMs: number } | null;
   /** The bearer secret of the POST /notify route; null turns the route off. */
   notifySecret: string | null;
+}
+
+/** The session store settings. */
+export interface StoreConfig {
+  /**
+   * `auto`: Postgres when a database URL is set and the schema is there,
+   * memory otherwise. `postgres`: Postgres, refusing to start without the
+   * schema. `memory`: this process's memory only.
+   */
+  mode: "auto" | "memory" | "postgres";
+  /** SUPABASE_DB_URL, else DATABASE_URL; null when neither is set. */
+  url: string | null;
+  poolSize: number;
+  flushMs: number;
+  /** Frames that may wait for the database while it is away, before the oldest are dropped. */
+  bufferMaxFrames: number;
+  bufferMaxBytes: number;
 }
 
 /** The result of {@linkcode loadConfig}: a config, or every problem at once. */
@@ -324,6 +348,14 @@ export function loadConfig(
       hardMaxMessageBytes: Math.max(e.HARD_MAX_MESSAGE_BYTES, e.MAX_MESSAGE_BYTES),
       sendHighWaterBytes: e.SEND_HIGH_WATER_BYTES,
       sendHardLimitBytes: Math.max(e.SEND_HARD_LIMIT_BYTES, e.SEND_HIGH_WATER_BYTES),
+      store: {
+        mode: e.SESSION_STORE,
+        url: dbUrl ?? null,
+        poolSize: e.DB_POOL_SIZE,
+        flushMs: e.FRAME_FLUSH_MS,
+        bufferMaxFrames: e.STORE_BUFFER_MAX_FRAMES,
+        bufferMaxBytes: e.STORE_BUFFER_MAX_BYTES,
+      },
       postgres: e.SESSION_STORE === "postgres" && dbUrl
         ? { url: dbUrl, poolSize: e.DB_POOL_SIZE, flushMs: e.FRAME_FLUSH_MS }
         : null,

@@ -75,8 +75,11 @@ export async function collectReplay(session: Session, lastSeq: number): Promise<
       return {
         ok: false,
         code: "resume_gap",
-        message: `Frames after ${lastSeq} are no longer kept (oldest kept: ${r.oldestSeq}); ` +
-          "starting a new session",
+        message: r.reason === "trimmed"
+          ? `Frames after ${lastSeq} are no longer kept (oldest kept: ${r.oldestSeq}); ` +
+            "starting a new session"
+          : `Frame ${r.missingSeq} was never stored (its server stopped before writing it, or ` +
+            "the database was away); starting a new session",
       };
     }
     for (const f of r.frames) {

@@ -134,6 +134,7 @@ export class Session {
 
   /** Binds a socket; frames emitted from now on go to it. */
   attach(socket: WebSocket): void {
+    if (this.detachedAt !== null) this.store.setAttached(this.id, true);
     this.socket = socket;
     this.attachedAt = Date.now();
     this.lastActivity = Date.now();
@@ -144,6 +145,8 @@ export class Session {
   detach(): void {
     this.socket = null;
     this.detachedAt = Date.now();
+    // A full write buffer drops the frames of detached sessions first.
+    this.store.setAttached(this.id, false);
   }
 
   /** Stamps, records and sends one frame; returns its seq (0 once closed). */

@@ -66,8 +66,17 @@ export interface Bus {
   subscribe(fn: (msg: BusMessage) => void): Promise<void>;
 }
 
+/** A Postgres client that may be replaced (the store replaces one that hangs). */
+export interface PgClientSource {
+  readonly sql: postgres.Sql;
+  /** Calls `fn` after the client was replaced, so LISTEN can be issued again. */
+  onReplaced(fn: () => void): void;
+}
+
 /**
- * A bus on the store's Postgres client.
+ * A bus on the store's Postgres client. LISTEN survives connection resets
+ * (postgres.js listens again on its own) and a replaced client (listened
+ * again here).
  *
  * @example
  * ```ts
@@ -76,7 +85,27 @@ export interface Bus {
  * await bus.publish({ kind: "released", session: "s1", from: "me" });
  * ```
  */
-export function createPgBus(sql: postgres.Sql): Bus {
+export function createPgBus(client: postgres.Sql | PgClientSource): Bus {
+  const source: PgClientSource = typeof client === "function"
+    ? { sql: client, onReplaced: () => {} }
+    : client;
+  const handlers: ((msg: BusMessage) => void)[] = [];
+  const deliver = (payload: string) => {
+    let parsed;
+    try {
+      parsed = BusMessage.safeParse(JSON.parse(payload));
+    } catch {
+      return;
+    }
+    if (parsed.success) { for (const fn of handlers) fn(parsed.data); }
+  };
+  // One LISTEN per client: postgres.js listens again by itself after a reset (also
+  // when the first attempt failed because the database was away), and a second
+  // call on the same client would deliver every message twice.
+  let listening: Promise<unknown> | undefined;
+  source.onReplaced(() => {
+    if (listening) listening = source.sql.listen(CHANNEL, deliver).catch(() => {});
+  });
   return {
     async publish(msg) {
       const payload = JSON.stringify(msg);
@@ -85,18 +114,12 @@ export function createPgBus(sql: postgres.Sql): Bus {
         ? payload.length
         : encoder.encode(payload).byteLength;
       if (bytes > NOTIFY_MAX_BYTES) throw new BusPayloadTooLargeError(bytes);
-      await sql.notify(CHANNEL, payload);
+      await source.sql.notify(CHANNEL, payload);
     },
     async subscribe(fn) {
-      await sql.listen(CHANNEL, (payload) => {
-        let parsed;
-        try {
-          parsed = BusMessage.safeParse(JSON.parse(payload));
-        } catch {
-          return;
-        }
-        if (parsed.success) fn(parsed.data);
-      });
+      handlers.push(fn);
+      listening ??= source.sql.listen(CHANNEL, deliver);
+      await listening;
     },
   };
 }

@@ -3,25 +3,41 @@
  * session outlives the isolate that opened it: another process can resume it
  * with its full history and every durable frame.
  *
- * Writes never slow the stream: frames, new sessions and open-query lists are
- * buffered and written together every `flushMs` in one transaction (no insert
- * per token). A replay merges what is durable with this process's own
- * unflushed tail, so a client resuming on the same process misses nothing.
+ * Writes never slow the stream: frames, new sessions, histories and
+ * open-query lists wait in a bounded buffer and are written together every
+ * `flushMs`, one statement per kind (no insert per token, no transaction held
+ * open across round trips). A replay merges what is durable with this
+ * process's own unwritten tail, so a client resuming on the same process
+ * misses nothing.
+ *
+ * The database may flap. A failed write stays buffered and is retried with
+ * backoff (full jitter); the state (`ok` → `degraded` → `down`, and back) is
+ * logged once per change and reported by {@linkcode PostgresStore.health}.
+ * A batch the database refuses because of its data (U+0000 in text, a bad
+ * JSON escape, a row too big) is split until the offending rows are found;
+ * they are dropped with one log line and everything else is written, so one
+ * bad string never stops the store for other sessions.
  *
  * @module
  */
-import postgres from "postgres";
+import type postgres from "postgres";
 import type { ChatMessage } from "../model/model.ts";
 import type { Logger } from "../platform/log.ts";
+import { fullJitterDelay } from "../platform/backoff.ts";
 import { type Bus, createPgBus } from "./bus.ts";
+import { classifyPgError, createPgClient, describePgError } from "./pg_client.ts";
 import {
   type ReplayResult,
   type SessionRecord,
   type SessionStore,
   type StoredFrame,
+  StoreError,
+  type StoreHealth,
   type StoreLimits,
+  type StoreState,
   trimHistory,
 } from "./store.ts";
+import { WriteBuffer, type WriteBufferLimits, type WriteOp } from "./write_buffer.ts";
 
 /** What {@linkcode PostgresStore} needs. */
 export interface PostgresStoreOptions {
@@ -37,13 +53,60 @@ export interface PostgresStoreOptions {
   /** A session nobody holds is deleted this long after its last sign of life. */
   expiryMs: number;
   log: Logger;
+  /** Bounds of what waits to be written while the database is away. */
+  buffer?: WriteBufferLimits;
+  /** One statement taking longer than this is failed and the client replaced (default 10 s). */
+  queryTimeoutMs?: number;
+  /** Backoff of write retries: first ceiling and cap (defaults 100 ms, 5 s). */
+  retryBaseMs?: number;
+  retryMaxMs?: number;
+  /** Writes failing for this long make the state `degraded` (default 1 s). */
+  degradedAfterMs?: number;
+  /** Writes failing for this long make it `down` (default 10 s). */
+  downAfterMs?: number;
+  /** Most frames per statement (default 2000). */
+  batchFrames?: number;
 }
+
+/** Defaults of the write buffer: generous for an outage of tens of seconds, small next to an isolate's memory. */
+export const DEFAULT_BUFFER: WriteBufferLimits = { maxFrames: 100_000, maxBytes: 16 << 20 };
 
 /** Sessions deleted, and old frames trimmed, per statement, so upkeep never locks for long. */
 const BATCH = 500;
 
-interface PendingFrame extends StoredFrame {
-  sessionId: string;
+/** How long close() may spend writing what is left before it gives up. */
+const CLOSE_TIMEOUT_MS = 3000;
+
+/** Refused rows are logged at most this often; the lines in between are counted. */
+const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+/** Postgres text cannot hold U+0000, and JSONB no lone surrogate: replace both with U+FFFD. */
+function storable(s: string): string {
+  return (s.includes("\0") ? s.replaceAll("\0", "\uFFFD") : s).toWellFormed();
+}
+
+/** A JSON replacer applying {@linkcode storable} to every string value. */
+const storableJson = (_key: string, value: unknown) =>
+  typeof value === "string" ? storable(value) : value;
+
+/** Whether an id can be in the database at all (a client may send anything). */
+function possibleId(id: string): boolean {
+  return !id.includes("\0") && id.isWellFormed();
+}
+
+/** Splits a batch for isolation: by session while it spans several, else in halves. */
+function split(ops: WriteOp[]): [WriteOp[], WriteOp[]] {
+  const sessions = [...new Set(ops.map((op) => op.session))];
+  if (sessions.length > 1) {
+    const left = new Set(sessions.slice(0, Math.ceil(sessions.length / 2)));
+    return [ops.filter((op) => left.has(op.session)), ops.filter((op) => !left.has(op.session))];
+  }
+  const mid = Math.ceil(ops.length / 2);
+  return [ops.slice(0, mid), ops.slice(mid)];
+}
+
+class TimeoutError extends Error {
+  readonly code = "STORE_TIMEOUT";
 }
 
 /**
@@ -53,216 +116,650 @@ interface PendingFrame extends StoredFrame {
  *   url: Deno.env.get("SUPABASE_DB_URL")!, poolSize: 3, flushMs: 20, limits,
  *   instance: crypto.randomUUID(), leaseMs: 45_000, expiryMs: 165_000, log,
  * });
+ * await store.bus.subscribe((msg) => console.log(msg.kind));
  * ```
  */
 export class PostgresStore implements SessionStore {
   readonly durable = true;
-  /** The client, shared with the notification bus (LISTEN needs the same server). */
-  readonly sql: postgres.Sql;
-  /** The bus between the processes sharing this database, over LISTEN/NOTIFY. */
+  /** Messages between processes, on this store's client (LISTEN needs the same server). */
   readonly bus: Bus;
-  readonly #o: PostgresStoreOptions;
-  #creates = new Map<string, string | null>();
-
-  /** Frames wait here only until they are written; that is all the replay log it holds. */
-  get memoryBytes(): number {
-    let n = 0;
-    for (const list of [this.#frames, this.#writing]) for (const f of list) n += f.json.length;
-    return n;
-  }
-
-  #frames: PendingFrame[] = [];
-  /** Frames being written right now: still visible to replays until committed. */
-  #writing: PendingFrame[] = [];
-  #open = new Map<string, string[]>();
-  /** Waiting turns to write (null clears one), in the same transaction as the frames. */
-  #suspended = new Map<string, unknown>();
+  onLost?: (sessionId: string) => void;
+  readonly #o: PostgresStoreOptions & {
+    queryTimeoutMs: number;
+    retryBaseMs: number;
+    retryMaxMs: number;
+    degradedAfterMs: number;
+    downAfterMs: number;
+    batchFrames: number;
+  };
+  #sql: postgres.Sql;
+  #replacedAt = 0;
+  #onReplaced: (() => void)[] = [];
+  readonly #buf: WriteBuffer;
+  /** Ops being written right now: their frames stay visible to replays until committed. */
+  #writing: WriteOp[] = [];
   /** History of the sessions this process holds: it alone writes them, so reads stay local. */
   #history = new Map<string, ChatMessage[]>();
-  /** History to write with the next batch, in the same transaction as the frames. */
-  #historyWrites = new Map<string, ChatMessage[]>();
-  #deletes = new Set<string>();
   #chain: Promise<void> = Promise.resolve();
+  /** The upkeep pass queued or running, if any. */
+  #upkeep: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
 
+  #state: StoreState = "ok";
+  #reason: StoreHealth["reason"];
+  #lastError: string | undefined;
+  #since = new Date();
+  #failingSince: number | null = null;
+  #attempt = 0;
+  /** Frames dropped from a full buffer since the outage began (said once, then counted). */
+  #droppedInOutage = 0;
+  #refusedLoggedAt = 0;
+  #refusedUnlogged = 0;
+  /** The database's reason for the last refused row, for the next refusal line. */
+  #lastRefusal = "";
+
   constructor(opts: PostgresStoreOptions) {
-    this.#o = opts;
-    this.sql = postgres(opts.url, {
-      max: opts.poolSize,
-      idle_timeout: 30,
-      connect_timeout: 10,
-      // Supabase's pooler in transaction mode does not support prepared statements.
-      prepare: false,
-      onnotice: () => {},
+    this.#o = {
+      queryTimeoutMs: 10_000,
+      retryBaseMs: 100,
+      retryMaxMs: 5_000,
+      degradedAfterMs: 1_000,
+      downAfterMs: 10_000,
+      batchFrames: 2000,
+      ...opts,
+    };
+    this.#buf = new WriteBuffer(opts.buffer ?? DEFAULT_BUFFER);
+    this.#sql = this.#connect();
+    const current = () => this.#sql;
+    this.bus = createPgBus({
+      get sql() {
+        return current();
+      },
+      onReplaced: (fn) => this.#onReplaced.push(fn),
     });
-    this.bus = createPgBus(this.sql);
+  }
+
+  /** The current client (replaced when one hangs). */
+  get sql(): postgres.Sql {
+    return this.#sql;
+  }
+
+  #connect(): postgres.Sql {
+    return createPgClient(this.#o.url, {
+      max: this.#o.poolSize,
+      connectTimeoutMs: Math.min(10_000, this.#o.queryTimeoutMs),
+      // The query that waits for this connection only times out later; say it now.
+      onConnectFailure: (err) => {
+        if (this.#closed) return;
+        this.#failed(err);
+        this.#schedule();
+      },
+    });
+  }
+
+  /** Frames wait here only until they are written: that is all the replay log it holds. */
+  get memoryBytes(): number {
+    return this.#buf.bytes;
+  }
+
+  health(): StoreHealth {
+    return {
+      state: this.#state,
+      ...(this.#reason ? { reason: this.#reason } : {}),
+      ...(this.#lastError ? { lastError: this.#lastError } : {}),
+      since: this.#since.toISOString(),
+      pendingFrames: this.#buf.frames + this.#writing.filter((op) => op.kind === "frame").length,
+      pendingBytes: this.#buf.bytes,
+      droppedFrames: this.#buf.dropped,
+    };
+  }
+
+  setAttached(id: string, attached: boolean): void {
+    this.#buf.setAttached(id, attached);
   }
 
   create(id: string, owner: string | null): void {
-    this.#creates.set(id, owner);
+    // A new session has no history: its first question needs no read (nor a database).
+    this.#history.set(id, []);
+    this.#buf.create(id, owner);
     this.#schedule();
   }
 
   appendFrame(id: string, frame: StoredFrame): void {
-    this.#frames.push({ sessionId: id, seq: frame.seq, json: frame.json });
-    this.#schedule();
-  }
-
-  setOpenQueries(id: string, ids: string[]): void {
-    this.#open.set(id, ids);
+    const dropped = this.#buf.frame({ session: id, seq: frame.seq, json: frame.json });
+    if (dropped > 0) this.#noteDropped(dropped);
     this.#schedule();
   }
 
   setSuspended(id: string, turn: unknown): void {
-    this.#suspended.set(id, turn);
+    this.#buf.suspended(id, turn);
     this.#schedule();
   }
 
-  #schedule(): void {
-    if (this.#timer !== undefined || this.#closed) return;
-    this.#timer = setTimeout(() => {
-      this.#timer = undefined;
-      this.flush().catch((err) => this.#o.log.error("store_flush_failed", { err: String(err) }));
-    }, this.#o.flushMs);
+  setOpenQueries(id: string, ids: string[]): void {
+    this.#buf.open(id, ids);
+    this.#schedule();
   }
 
-  /** Writes everything buffered so far, in one transaction, after any write before it. */
+  // --- writing ---------------------------------------------------------------
+
+  #schedule(): void {
+    if (this.#timer !== undefined || this.#closed) return;
+    const delay = this.#attempt === 0
+      ? this.#o.flushMs
+      : fullJitterDelay(this.#attempt - 1, this.#o.retryBaseMs, this.#o.retryMaxMs);
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#run(Infinity).catch(() => {});
+    }, delay);
+  }
+
+  /**
+   * Writes what is buffered now, after any write before it. Rejects with a
+   * {@linkcode StoreError} when the database cannot take it; nothing is lost
+   * then: it stays buffered and is retried in the background.
+   */
   flush(): Promise<void> {
-    const run = this.#chain.then(() => this.#write());
-    this.#chain = run.catch(() => {});
+    return this.#run(Math.ceil(this.#buf.frames / this.#o.batchFrames) + 1);
+  }
+
+  #run(rounds: number): Promise<void> {
+    return this.#serial(() => this.#drain(rounds));
+  }
+
+  /** Runs `fn` after every write and upkeep before it. */
+  #serial<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(fn);
+    this.#chain = run.then(() => {}, () => {});
     return run;
   }
 
-  async #write(): Promise<void> {
+  async #drain(rounds: number): Promise<void> {
     if (this.#timer !== undefined) {
       clearTimeout(this.#timer);
       this.#timer = undefined;
     }
-    const creates = this.#creates;
-    const open = this.#open;
-    const suspended = this.#suspended;
-    const histories = this.#historyWrites;
-    const deletes = this.#deletes;
-    const frames = this.#frames.filter((f) => !deletes.has(f.sessionId));
-    if (
-      creates.size + frames.length + open.size + suspended.size + histories.size + deletes.size ===
-        0
-    ) return;
-    this.#creates = new Map();
-    this.#suspended = new Map();
-    this.#historyWrites = new Map();
-    this.#open = new Map();
-    this.#deletes = new Set();
-    this.#frames = [];
-    this.#writing = frames;
-    const expires = new Date(Date.now() + this.#o.expiryMs);
     try {
-      await this.sql.begin(async (tx) => {
-        const newIds = [...creates.keys()].filter((id) => !deletes.has(id));
-        if (newIds.length > 0) {
-          await tx`
-            insert into agent_websocket.sessions (id, owner, instance, expires_at)
-            select id, owner, ${this.#o.instance}, ${expires}
-            from unnest(${newIds}::text[], ${newIds.map((id) => creates.get(id) ?? null)}::text[])
-              as t(id, owner)
-            on conflict (id) do nothing`;
+      for (let round = 0; round < rounds && !this.#buf.empty; round++) {
+        const ops = this.#buf.take(this.#o.batchFrames);
+        const refused: WriteOp[] = [];
+        try {
+          await this.#commit(ops, refused);
+        } catch (err) {
+          const dropped = this.#buf.restore(ops.filter((op) => !refused.includes(op)));
+          if (dropped > 0) this.#noteDropped(dropped);
+          this.#noteRefused(refused);
+          this.#failed(err);
+          throw this.#storeError(err);
         }
-        if (frames.length > 0) {
-          // Fenced: a process that lost a session (another claimed it while this one
-          // looked dead) must not write into its sequence any more.
-          await tx`
-            insert into agent_websocket.frames (session_id, seq, frame)
-            select v.id, v.seq, v.frame from unnest(
-              ${frames.map((f) => f.sessionId)}::text[],
-              ${frames.map((f) => f.seq)}::bigint[],
-              ${frames.map((f) => f.json)}::text[]) as v(id, seq, frame)
-            join agent_websocket.sessions s on s.id = v.id and s.instance = ${this.#o.instance}
-            on conflict do nothing`;
-          const last = new Map<string, number>();
-          for (const f of frames) {
-            last.set(f.sessionId, Math.max(last.get(f.sessionId) ?? 0, f.seq));
-          }
-          await tx`
-            update agent_websocket.sessions s
-            set last_seq = greatest(s.last_seq, v.seq), updated_at = now()
-            from unnest(${[...last.keys()]}::text[], ${[...last.values()]}::bigint[]) as v(id, seq)
-            where s.id = v.id and s.instance = ${this.#o.instance}`;
-        }
-        for (const [id, history] of histories) {
-          if (deletes.has(id)) continue;
-          await tx`
-            update agent_websocket.sessions
-            set history = ${tx.json(history as never)}, updated_at = now()
-            where id = ${id} and instance = ${this.#o.instance}`;
-        }
-        for (const [id, ids] of open) {
-          if (deletes.has(id)) continue;
-          await tx`
-            update agent_websocket.sessions set open_queries = ${ids}::text[]
-            where id = ${id} and instance = ${this.#o.instance}`;
-        }
-        for (const [id, turn] of suspended) {
-          if (deletes.has(id)) continue;
-          await tx`
-            update agent_websocket.sessions
-            set suspended = ${turn === null ? null : tx.json(turn as never)}
-            where id = ${id} and instance = ${this.#o.instance}`;
-        }
-        if (deletes.size > 0) {
-          await tx`delete from agent_websocket.sessions where id = any(${[...deletes]}::text[])`;
-        }
-      });
-    } catch (err) {
-      // Put everything back in front of what came since, so order is kept for the retry.
-      for (const [id, owner] of creates) if (!this.#creates.has(id)) this.#creates.set(id, owner);
-      for (const [id, ids] of open) if (!this.#open.has(id)) this.#open.set(id, ids);
-      for (const [id, t] of suspended) if (!this.#suspended.has(id)) this.#suspended.set(id, t);
-      for (const [id, h] of histories) {
-        if (!this.#historyWrites.has(id)) this.#historyWrites.set(id, h);
+        this.#noteRefused(refused);
+        this.#succeeded();
       }
-      for (const id of deletes) this.#deletes.add(id);
-      this.#frames = [...frames, ...this.#frames];
-      this.#schedule();
-      throw err;
+      // Nothing to write, but the last attempt failed: find out when the database is back.
+      if (this.#buf.empty && this.#state !== "ok") {
+        try {
+          await this.#timed(this.#sql`select 1 from agent_websocket.frames limit 0`);
+        } catch (err) {
+          this.#failed(err);
+          throw this.#storeError(err);
+        }
+        this.#succeeded();
+      }
+    } finally {
+      if (!this.#buf.empty || this.#state !== "ok") this.#schedule();
+    }
+  }
+
+  /**
+   * Writes a batch; rows the database refuses for their data are isolated
+   * (the batch is split until they are alone), left out and put in `refused`.
+   * Throws on any other failure; the caller puts back what was not refused.
+   */
+  async #commit(ops: WriteOp[], refused: WriteOp[]): Promise<void> {
+    // Postgres would store a lone surrogate as U+FFFD, so the replay would not be the
+    // frame that was sent: refuse it here rather than let it change.
+    const good = ops.filter((op) => {
+      if (op.kind !== "frame" || op.json.isWellFormed()) return true;
+      refused.push(op);
+      return false;
+    });
+    this.#writing = good;
+    try {
+      await this.#isolate(good, refused);
     } finally {
       this.#writing = [];
     }
   }
 
-  #local(id: string, after: number): StoredFrame[] {
-    const out: StoredFrame[] = [];
-    for (const list of [this.#writing, this.#frames]) {
-      for (const f of list) {
-        if (f.sessionId === id && f.seq > after) out.push({ seq: f.seq, json: f.json });
+  async #isolate(ops: WriteOp[], refused: WriteOp[]): Promise<void> {
+    if (ops.length === 0) return;
+    try {
+      await this.#apply(ops);
+    } catch (err) {
+      if (classifyPgError(err) !== "data") throw err;
+      if (ops.length === 1) {
+        refused.push(ops[0]);
+        this.#lastRefusal = describePgError(err);
+        return;
+      }
+      const [a, b] = split(ops);
+      await this.#isolate(a, refused);
+      await this.#isolate(b, refused);
+    }
+  }
+
+  /** Applies ops in at most three statements; each is atomic on its own. */
+  async #apply(ops: WriteOp[]): Promise<void> {
+    const { instance, expiryMs } = this.#o;
+    const creates: { session: string; owner: string | null }[] = [];
+    const frames: { session: string; seq: number; json: string }[] = [];
+    const deletes: string[] = [];
+    const updates = new Map<
+      string,
+      {
+        id: string;
+        last_seq?: number;
+        history?: ChatMessage[];
+        open_queries?: string[];
+        /** Set (to a turn, or null to clear) only when the batch changes it. */
+        set_suspended?: boolean;
+        suspended?: unknown;
+      }
+    >();
+    const update = (id: string) => {
+      let u = updates.get(id);
+      if (!u) updates.set(id, u = { id });
+      return u;
+    };
+    for (const op of ops) {
+      if (op.kind === "create") creates.push(op);
+      else if (op.kind === "frame") {
+        frames.push(op);
+        const u = update(op.session);
+        u.last_seq = Math.max(u.last_seq ?? 0, op.seq);
+      } else if (op.kind === "history") update(op.session).history = op.history;
+      else if (op.kind === "open") update(op.session).open_queries = op.ids;
+      else if (op.kind === "suspended") {
+        const u = update(op.session);
+        u.set_suspended = true;
+        u.suspended = op.turn;
+      } else deletes.push(op.session);
+    }
+    const sql = this.#sql;
+    if (creates.length > 0) {
+      await this.#timed(sql`
+        insert into agent_websocket.sessions (id, owner, instance, expires_at)
+        select id, owner, ${instance}, ${new Date(Date.now() + expiryMs)}
+        from unnest(
+          ${creates.map((c) => c.session)}::text[],
+          ${creates.map((c) => (c.owner === null ? null : storable(c.owner)))}::text[]
+        ) as t(id, owner)
+        on conflict (id) do nothing`);
+    }
+    if (updates.size > 0) {
+      // One statement: frames and the session rows they belong to land together.
+      // Fenced: a process that lost a session (another claimed it while this one
+      // looked dead) must not write into its sequence any more. Rows are locked in
+      // id order, like every other statement here that changes several sessions:
+      // a statement cut off from its client keeps running on the server, and the
+      // retry must wait for it, not deadlock with it.
+      const written = await this.#timed(sql<{ id: string }[]>`
+        with v as (
+          select * from jsonb_to_recordset(
+            ${JSON.stringify([...updates.values()], storableJson)}::text::jsonb
+          ) as v(
+            id text, last_seq bigint, history jsonb, open_queries text[],
+            set_suspended boolean, suspended jsonb)
+        ), held as (
+          select s.id from agent_websocket.sessions s
+          where s.id in (select id from v) and s.instance = ${instance}
+          order by s.id
+          for no key update
+        ), f as (
+          insert into agent_websocket.frames (session_id, seq, frame)
+          select u.id, u.seq, u.frame from unnest(
+            ${frames.map((f) => f.session)}::text[],
+            ${frames.map((f) => f.seq)}::bigint[],
+            ${frames.map((f) => f.json)}::text[]) as u(id, seq, frame)
+          where u.id in (select id from held)
+          on conflict do nothing
+        )
+        update agent_websocket.sessions s set
+          last_seq = greatest(s.last_seq, coalesce(v.last_seq, 0)),
+          history = coalesce(v.history, s.history),
+          open_queries = coalesce(v.open_queries, s.open_queries),
+          suspended = case when v.set_suspended then v.suspended else s.suspended end,
+          updated_at = now()
+        from v join held on held.id = v.id
+        where s.id = v.id
+        returning s.id`);
+      if (written.length < updates.size) {
+        const held = new Set(written.map((r) => r.id));
+        for (const id of updates.keys()) if (!held.has(id)) this.#lost(id);
       }
     }
+    if (deletes.length > 0) {
+      await this.#timed(sql`
+        delete from agent_websocket.sessions where id in (
+          select id from agent_websocket.sessions where id = any(${deletes}::text[])
+          order by id for update)`);
+    }
+  }
+
+  /**
+   * Another process claimed the session (or it expired and was deleted) while
+   * this one still wrote to it: nothing more of it will be written from here.
+   */
+  #lost(id: string): void {
+    this.#history.delete(id);
+    this.#buf.discard(id);
+    this.#o.log.info("store_session_lost", { session: id });
+    this.onLost?.(id);
+  }
+
+  /** Fails a statement that takes too long, and replaces a client that hangs. */
+  async #timed<T>(query: Promise<T>): Promise<T> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => {
+        reject(new TimeoutError(`no answer from the database in ${this.#o.queryTimeoutMs} ms`));
+        this.#replaceClient();
+      }, this.#o.queryTimeoutMs);
+    });
+    try {
+      return await Promise.race([query, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * A connection that stops answering (a network path that drops packets
+   * without a reset) would otherwise hold its queries until TCP keepalive
+   * gives up, minutes later. A new client starts clean; the old one is ended.
+   */
+  #replaceClient(): void {
+    if (this.#closed || Date.now() - this.#replacedAt < this.#o.queryTimeoutMs) return;
+    this.#replacedAt = Date.now();
+    const old = this.#sql;
+    this.#sql = this.#connect();
+    old.end({ timeout: 0 }).catch(() => {});
+    this.#o.log.debug("store_client_replaced", { reason: "query_timeout" });
+    for (const fn of this.#onReplaced) fn();
+  }
+
+  // --- state -----------------------------------------------------------------
+
+  #setState(state: StoreState, reason: StoreHealth["reason"]): boolean {
+    if (state === this.#state && reason === this.#reason) return false;
+    this.#state = state;
+    this.#reason = reason;
+    this.#since = new Date();
+    return true;
+  }
+
+  /**
+   * Records a failure. A blip (a connection cut, and the retry works) is no
+   * outage: the state turns `degraded` once writes have failed at least twice
+   * in a row for `degradedAfterMs` (at once when `blip` is false), `down`
+   * after `downAfterMs`, and `down` at once for a missing schema.
+   */
+  #failed(err: unknown, blip = true): void {
+    const reason = classifyPgError(err) === "schema" ? "schema_missing" : "unreachable";
+    this.#lastError = describePgError(err);
+    this.#attempt++;
+    const now = Date.now();
+    this.#failingSince ??= now;
+    if (
+      blip && reason === "unreachable" && this.#state === "ok" &&
+      (this.#attempt < 2 || now - this.#failingSince < this.#o.degradedAfterMs)
+    ) return;
+    const state = reason === "schema_missing" || now - this.#failingSince >= this.#o.downAfterMs
+      ? "down"
+      : "degraded";
+    if (!this.#setState(state, reason)) return;
+    const fields = {
+      state,
+      reason,
+      err: this.#lastError,
+      pending_frames: this.#buf.frames,
+      ...(reason === "schema_missing"
+        ? { hint: "durable sessions need the migration: run `supabase db push`" }
+        : {}),
+    };
+    if (state === "down") this.#o.log.error("store_unavailable", fields);
+    else this.#o.log.warn("store_unavailable", fields);
+  }
+
+  #succeeded(): void {
+    this.#attempt = 0;
+    const since = this.#failingSince;
+    this.#failingSince = null;
+    const changed = this.#setState("ok", undefined);
+    // A full buffer without an outage (a slow database) also ends here, once drained.
+    if (!changed && (this.#droppedInOutage === 0 || this.#buf.frames > 0)) return;
+    this.#o.log.info("store_recovered", {
+      after_ms: since === null ? 0 : Date.now() - since,
+      dropped_frames: this.#droppedInOutage,
+    });
+    this.#droppedInOutage = 0;
+  }
+
+  #noteDropped(n: number): void {
+    if (this.#droppedInOutage === 0) {
+      this.#o.log.warn("store_buffer_full", {
+        dropped_frames: n,
+        max_frames: this.#buf.limits.maxFrames,
+        max_bytes: this.#buf.limits.maxBytes,
+        message: "the database is away and the write buffer is full: dropping the oldest " +
+          "frames of detached sessions first, then the oldest of all",
+      });
+    }
+    this.#droppedInOutage += n;
+  }
+
+  #noteRefused(refused: WriteOp[]): void {
+    if (refused.length === 0) return;
+    for (const op of refused) if (op.kind === "frame") this.#buf.lose(op.session, op.seq);
+    const now = Date.now();
+    if (now - this.#refusedLoggedAt < REFUSAL_LOG_INTERVAL_MS) {
+      this.#refusedUnlogged += refused.length;
+      return;
+    }
+    this.#o.log.warn("store_rows_refused", {
+      rows: refused.length + this.#refusedUnlogged,
+      frames: refused.filter((op) => op.kind === "frame").length,
+      sessions: [...new Set(refused.map((op) => op.session))].slice(0, 5),
+      err: this.#lastRefusal || "frame is not well-formed UTF-16 (lone surrogate)",
+      message: "rows the database cannot store were dropped; everything else was written",
+    });
+    this.#refusedLoggedAt = now;
+    this.#refusedUnlogged = 0;
+    this.#lastRefusal = "";
+  }
+
+  #storeError(err: unknown): StoreError {
+    if (err instanceof StoreError) return err;
+    const schema = classifyPgError(err) === "schema";
+    return new StoreError(
+      schema
+        ? "The session store's schema is missing: run `supabase db push`"
+        : `The session store is unavailable: ${describePgError(err)}`,
+      schema ? "schema_missing" : err instanceof TimeoutError ? "timeout" : "unreachable",
+      !schema,
+      { cause: err },
+    );
+  }
+
+  /** Runs a read (or a write outside the batch); failures become {@linkcode StoreError}s. */
+  async #query<T>(fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+    if (this.#reason === "schema_missing") {
+      throw new StoreError(
+        "The session store's schema is missing: run `supabase db push`",
+        "schema_missing",
+        false,
+      );
+    }
+    try {
+      return await this.#timed(fn(this.#sql));
+    } catch (err) {
+      if (classifyPgError(err) === "data") throw err;
+      this.#failed(err);
+      this.#schedule();
+      throw this.#storeError(err);
+    }
+  }
+
+  /**
+   * What is wrong with the schema, or null when every table and column this
+   * version uses is there; the caller says it. Throws a {@linkcode StoreError}
+   * when the database does not answer within `timeoutMs`; with `report`, the
+   * store then starts `down`, logs it, and keeps trying.
+   */
+  async checkSchema(timeoutMs = this.#o.queryTimeoutMs, report = true): Promise<string | null> {
+    const sql = this.#sql;
+    const check = async () => {
+      const [row] = await sql<{ sessions: boolean; frames: boolean }[]>`
+        select to_regclass('agent_websocket.sessions') is not null as sessions,
+          to_regclass('agent_websocket.frames') is not null as frames`;
+      // Every column this version reads or writes: an older schema fails here.
+      if (row.sessions && row.frames) {
+        await sql`
+          select id, owner, last_seq, history, open_queries, instance, heartbeat_at,
+            expires_at, updated_at, suspended
+          from agent_websocket.sessions limit 0`;
+        await sql`select session_id, seq, frame from agent_websocket.frames limit 0`;
+      } else {
+        throw Object.assign(new Error("the agent_websocket tables do not exist"), {
+          code: "42P01",
+        });
+      }
+    };
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await Promise.race([
+        check(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new TimeoutError(`no answer from the database in ${timeoutMs} ms`)),
+            timeoutMs,
+          );
+        }),
+      ]);
+    } catch (err) {
+      if (classifyPgError(err) === "schema") return describePgError(err);
+      if (report) {
+        // Not a blip: the database did not answer a fresh client at all.
+        this.#failed(err, false);
+        this.#schedule();
+      }
+      throw this.#storeError(err);
+    } finally {
+      clearTimeout(timer);
+    }
+    return null;
+  }
+
+  /**
+   * Ends the client without writing anything: for a store that was opened
+   * and is not going to be used (its schema is missing).
+   */
+  async discard(): Promise<void> {
+    this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    await this.#sql.end({ timeout: 0 });
+  }
+
+  // --- reading ---------------------------------------------------------------
+
+  /** This process's unwritten frames of a session after a seq, in order. */
+  #local(id: string, after: number): StoredFrame[] {
+    const out: StoredFrame[] = [];
+    for (const op of this.#writing) {
+      if (op.kind === "frame" && op.session === id && op.seq > after) {
+        out.push({ seq: op.seq, json: op.json });
+      }
+    }
+    for (const f of this.#buf.pendingAfter(id, after)) out.push({ seq: f.seq, json: f.json });
     return out;
   }
 
   async framesAfter(id: string, seq: number): Promise<ReplayResult> {
+    if (!possibleId(id)) return { ok: true, frames: [] };
+    const limit = this.#o.limits.replayMaxFrames + 1;
     // Local frames first: a write that commits while we query moves them to the table.
     const local = this.#local(id, seq);
-    const rows = await this.sql<{ seq: string; frame: string }[]>`
-      select seq, frame from agent_websocket.frames
-      where session_id = ${id} and seq > ${seq}
-      order by seq
-      limit ${this.#o.limits.replayMaxFrames + 1}`;
+    let rows: { seq: string; frame: string }[];
+    try {
+      rows = await this.#query((sql) =>
+        sql<{ seq: string; frame: string }[]>`
+          select seq, frame from agent_websocket.frames
+          where session_id = ${id} and seq > ${seq}
+          order by seq
+          limit ${limit}`
+      );
+    } catch (err) {
+      // The database is away, but what this process still holds may be all the client needs.
+      const held = this.#local(id, seq);
+      if (held.length > 0 && held[0].seq === seq + 1) return this.#complete(id, seq, held, null);
+      throw err;
+    }
     const bySeq = new Map<number, StoredFrame>();
     for (const r of rows) bySeq.set(Number(r.seq), { seq: Number(r.seq), json: r.frame });
-    for (const f of [...local, ...this.#local(id, seq)]) bySeq.set(f.seq, f);
+    // Past the row limit the table has more; the next call reads on from there.
+    const cut = rows.length === limit ? Number(rows[rows.length - 1].seq) : Infinity;
+    for (const f of [...local, ...this.#local(id, seq)]) if (f.seq <= cut) bySeq.set(f.seq, f);
     const frames = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
-    if (frames.length > 0 && frames[0].seq > seq + 1) {
-      return { ok: false, oldestSeq: frames[0].seq };
+    return await this.#complete(id, seq, frames, this.#sql);
+  }
+
+  /**
+   * The frames after `seq` when they follow on without a hole, or the truth
+   * about the first one missing: trimmed by the bounded log, or never stored.
+   */
+  async #complete(
+    id: string,
+    seq: number,
+    frames: StoredFrame[],
+    sql: postgres.Sql | null,
+  ): Promise<ReplayResult> {
+    let missing = seq + 1;
+    let i = 0;
+    while (i < frames.length && frames[i].seq === missing) {
+      i++;
+      missing++;
     }
-    return { ok: true, frames };
+    const lost = this.#buf.firstLost(id, seq);
+    const hole = i < frames.length || lost === missing;
+    if (!hole) return { ok: true, frames };
+    const [info] = sql
+      ? await this.#query((q) =>
+        q<{ oldest: string | null; last: string | null }[]>`
+          select (select min(seq) from agent_websocket.frames where session_id = ${id}) as oldest,
+            (select last_seq from agent_websocket.sessions where id = ${id}) as last`
+      )
+      : [{ oldest: null, last: null }];
+    const oldest = info.oldest === null ? (frames[0]?.seq ?? 0) : Number(info.oldest);
+    const last = info.last === null ? 0 : Number(info.last);
+    const trimmed = lost !== missing && missing < oldest &&
+      missing <= last - this.#o.limits.replayMaxFrames;
+    return {
+      ok: false,
+      reason: trimmed ? "trimmed" : "lost",
+      missingSeq: missing,
+      oldestSeq: oldest,
+    };
   }
 
   async history(id: string): Promise<ChatMessage[]> {
     const cached = this.#history.get(id);
     if (cached) return [...cached];
-    const [row] = await this.sql<{ history: ChatMessage[] }[]>`
-      select history from agent_websocket.sessions where id = ${id}`;
+    if (!possibleId(id)) return [];
+    const [row] = await this.#query((sql) =>
+      sql<{ history: ChatMessage[] }[]>`
+        select history from agent_websocket.sessions where id = ${id}`
+    );
     const history = row?.history ?? [];
     this.#history.set(id, history);
     return [...history];
@@ -270,7 +767,7 @@ export class PostgresStore implements SessionStore {
 
   /**
    * Updates the local copy at once and writes it with the next batch, in the
-   * same transaction as the frames that carry the answer: both land, or neither.
+   * same statement as the frames that carry the answer: both land, or neither.
    */
   async appendHistory(id: string, messages: ChatMessage[]): Promise<void> {
     const kept = trimHistory(
@@ -279,13 +776,13 @@ export class PostgresStore implements SessionStore {
       this.#o.limits.maxHistoryChars,
     );
     this.#history.set(id, kept);
-    this.#historyWrites.set(id, kept);
+    this.#buf.history(id, kept);
     this.#schedule();
   }
 
   clearHistory(id: string): Promise<void> {
     this.#history.set(id, []);
-    this.#historyWrites.set(id, []);
+    this.#buf.history(id, []);
     this.#schedule();
     return Promise.resolve();
   }
@@ -311,73 +808,141 @@ export class PostgresStore implements SessionStore {
   }
 
   async load(id: string): Promise<SessionRecord | null> {
-    const [row] = await this.sql`
-      select id, owner, last_seq, open_queries, instance, suspended,
-        heartbeat_at > now() - ${this.#o.leaseMs} * interval '1 millisecond' as alive
-      from agent_websocket.sessions
-      where id = ${id} and expires_at > now()`;
+    if (!possibleId(id)) return null;
+    const [row] = await this.#query((sql) =>
+      sql`
+        select id, owner, last_seq, open_queries, instance, suspended,
+          heartbeat_at > now() - ${this.#o.leaseMs} * interval '1 millisecond' as alive
+        from agent_websocket.sessions
+        where id = ${id} and expires_at > now()`
+    );
     return row ? this.#record(row as never) : null;
   }
 
   async claim(id: string): Promise<SessionRecord | null> {
+    if (!possibleId(id)) return null;
     await this.flush();
     // Another process held it: what it wrote is the truth now.
     this.#history.delete(id);
-    const [row] = await this.sql`
-      update agent_websocket.sessions
-      set instance = ${this.#o.instance}, heartbeat_at = now(),
-        expires_at = ${new Date(Date.now() + this.#o.expiryMs)}
-      where id = ${id} and expires_at > now()
-      returning id, owner, last_seq, open_queries, instance, suspended, true as alive`;
+    const [row] = await this.#query((sql) =>
+      sql`
+        update agent_websocket.sessions
+        set instance = ${this.#o.instance}, heartbeat_at = now(),
+          expires_at = ${new Date(Date.now() + this.#o.expiryMs)}
+        where id = ${id} and expires_at > now()
+        returning id, owner, last_seq, open_queries, instance, suspended, true as alive`
+    );
     return row ? this.#record(row as never) : null;
   }
 
   async release(id: string): Promise<void> {
     await this.flush();
     this.#history.delete(id);
-    await this.sql`
-      update agent_websocket.sessions set instance = null
-      where id = ${id} and instance = ${this.#o.instance}`;
+    this.#buf.forget(id);
+    await this.#query((sql) =>
+      sql`
+        update agent_websocket.sessions set instance = null
+        where id = ${id} and instance = ${this.#o.instance}`
+    );
   }
 
+  /** Forgets the session here at once; its deletion is written now, or retried with the rest. */
   async delete(id: string): Promise<void> {
-    this.#creates.delete(id);
-    this.#open.delete(id);
-    this.#suspended.delete(id);
     this.#history.delete(id);
-    this.#historyWrites.delete(id);
-    this.#frames = this.#frames.filter((f) => f.sessionId !== id);
-    this.#deletes.add(id);
-    await this.flush();
+    this.#buf.delete(id);
+    await this.flush().catch(() => {});
   }
 
-  async maintain(): Promise<void> {
+  /**
+   * Renews this process's sessions and deletes expired ones. Never throws:
+   * while the database is away it does nothing (the writer reports the
+   * state and finds out when it is back).
+   */
+  maintain(): Promise<void> {
+    if (this.#state !== "ok" || this.#closed) return Promise.resolve();
+    // One pass at a time: calls while one waits share it instead of queueing up.
+    this.#upkeep ??= this.#serial(() => this.#maintain()).catch(() => {
+      // Reported through the state already.
+    }).finally(() => this.#upkeep = undefined);
+    return this.#upkeep;
+  }
+
+  /**
+   * Every statement touches a bounded number of rows through an index, so
+   * upkeep stays quick however much has piled up: frames of expired sessions
+   * go first, a batch at a time, then the sessions left without frames.
+   */
+  async #maintain(): Promise<void> {
     const { instance, expiryMs, limits } = this.#o;
-    await this.sql`
-      update agent_websocket.sessions
-      set heartbeat_at = now(), expires_at = ${new Date(Date.now() + expiryMs)}
-      where instance = ${instance}`;
-    await this.sql`
-      delete from agent_websocket.sessions
-      where id in (
-        select id from agent_websocket.sessions where expires_at < now() limit ${BATCH})`;
-    await this.sql`
-      delete from agent_websocket.frames
-      where ctid in (
-        select f.ctid from agent_websocket.frames f
-        join agent_websocket.sessions s on s.id = f.session_id
-        where f.seq <= s.last_seq - ${limits.replayMaxFrames}
-        limit ${BATCH * 10})`;
+    await this.#query((sql) =>
+      sql`
+        update agent_websocket.sessions
+        set heartbeat_at = now(), expires_at = ${new Date(Date.now() + expiryMs)}
+        where id in (
+          select id from agent_websocket.sessions where instance = ${instance}
+          order by id for no key update)`
+    );
+    await this.#query((sql) =>
+      sql`
+        delete from agent_websocket.frames
+        where ctid in (
+          select f.ctid from agent_websocket.sessions s
+          join agent_websocket.frames f on f.session_id = s.id
+          where s.expires_at < now()
+          limit ${BATCH * 10})`
+    );
+    await this.#query((sql) =>
+      sql`
+        delete from agent_websocket.sessions
+        where id in (
+          select s.id from agent_websocket.sessions s
+          where s.expires_at < now()
+            and not exists (select 1 from agent_websocket.frames f where f.session_id = s.id)
+          order by s.id limit ${BATCH} for update skip locked)`
+    );
+    // Each process trims the sessions it holds (an index range per session, not a
+    // scan of every frame); the others' are trimmed by their holders or expire.
+    await this.#query((sql) =>
+      sql`
+        delete from agent_websocket.frames
+        where ctid in (
+          select f.ctid from agent_websocket.sessions s
+          join agent_websocket.frames f
+            on f.session_id = s.id and f.seq <= s.last_seq - ${limits.replayMaxFrames}
+          where s.instance = ${instance}
+          limit ${BATCH * 10})`
+    );
   }
 
+  /** Writes what is buffered and lets go of this process's sessions, within a few seconds. */
   async close(): Promise<void> {
     this.#closed = true;
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    let timer: ReturnType<typeof setTimeout> | undefined;
     try {
-      await this.flush();
-      await this.sql`
-        update agent_websocket.sessions set instance = null where instance = ${this.#o.instance}`;
+      await Promise.race([
+        (async () => {
+          await this.flush();
+          await this.#serial(() =>
+            this.#query((sql) =>
+              sql`
+                update agent_websocket.sessions set instance = null
+                where id in (
+                  select id from agent_websocket.sessions where instance = ${this.#o.instance}
+                  order by id for no key update)`
+            )
+          );
+        })(),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(
+            () => reject(new StoreError("closing the store timed out", "timeout", true)),
+            CLOSE_TIMEOUT_MS,
+          );
+        }),
+      ]);
     } finally {
-      await this.sql.end({ timeout: 2 });
+      clearTimeout(timer);
+      await this.#sql.end({ timeout: 1 });
     }
   }
 }

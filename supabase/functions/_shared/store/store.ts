@@ -28,9 +28,75 @@ export interface StoreLimits {
 
 /** What {@linkcode SessionStore.framesAfter} finds. */
 export type ReplayResult =
+  /** Every frame after the asked seq, in order and without a hole (possibly none yet). */
   | { ok: true; frames: StoredFrame[] }
-  /** The log no longer holds `seq + 1`: replay would leave a hole. */
-  | { ok: false; oldestSeq: number };
+  /** A frame after the asked seq is gone: a replay would leave a hole. */
+  | ReplayGap;
+
+/** Why a replay cannot be complete, told truthfully. */
+export interface ReplayGap {
+  ok: false;
+  /**
+   * `trimmed`: older than what the bounded replay log keeps. `lost`: never
+   * stored (its process died before writing it, or it was dropped while the
+   * database was away or because the database refused it).
+   */
+  reason: "trimmed" | "lost";
+  /** The first seq after the asked one that is gone. */
+  missingSeq: number;
+  /** The oldest seq still kept (0 when none is). */
+  oldestSeq: number;
+}
+
+/** How the store is doing, for `/health`. */
+export type StoreState = "ok" | "degraded" | "down";
+
+/** What {@linkcode SessionStore.health} reports. */
+export interface StoreHealth {
+  /**
+   * `ok`: writes succeed. `degraded`: writes are failing and being retried;
+   * frames wait in a bounded buffer. `down`: failing for a while, or the
+   * schema is missing (nothing will succeed until `supabase db push`).
+   */
+  state: StoreState;
+  /** Why it is not ok. */
+  reason?: "unreachable" | "schema_missing";
+  /** The last error, without query text or parameters. */
+  lastError?: string;
+  /** When `state` last changed (ISO 8601). */
+  since: string;
+  /** Frames not yet durable. */
+  pendingFrames: number;
+  /** Characters of those frames. */
+  pendingBytes: number;
+  /** Frames given up since start: pushed out of a full buffer, or refused by the database. */
+  droppedFrames: number;
+}
+
+/**
+ * A store operation that failed. `retryable` is false when trying again
+ * cannot help until someone acts (the schema is missing).
+ *
+ * @example
+ * ```ts
+ * try {
+ *   await store.history(id);
+ * } catch (err) {
+ *   if (err instanceof StoreError && !err.retryable) console.log("run supabase db push");
+ * }
+ * ```
+ */
+export class StoreError extends Error {
+  constructor(
+    message: string,
+    readonly reason: "unreachable" | "schema_missing" | "timeout",
+    readonly retryable: boolean,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.name = "StoreError";
+  }
+}
 
 /** What a durable store knows of a session, for another process to take it over. */
 export interface SessionRecord {
@@ -61,6 +127,21 @@ export interface SessionStore {
   readonly bus?: Bus;
   /** Bytes of replay log this process holds in memory, over all sessions. */
   readonly memoryBytes: number;
+  /** How the store is doing now; cheap, for `/health`. */
+  health(): StoreHealth;
+  /**
+   * Whether a client is attached to the session. When the write buffer is
+   * full, frames of detached sessions are dropped first. Sessions are taken
+   * as attached until told otherwise.
+   */
+  setAttached(sessionId: string, attached: boolean): void;
+  /**
+   * Set by the handler; a durable store calls it when it finds that another
+   * process took a session over (or it expired) while this one still wrote to
+   * it: from then on nothing of it is written from here, so the socket should
+   * be let go.
+   */
+  onLost?: (sessionId: string) => void;
   /** Records a new session. */
   create(sessionId: string, owner: string | null): void;
   history(sessionId: string): Promise<ChatMessage[]>;
@@ -157,6 +238,15 @@ export class MemoryStore implements SessionStore {
     return this.#bytes;
   }
 
+  readonly #since = new Date().toISOString();
+
+  /** Nothing to wait for: memory is always ok. */
+  health(): StoreHealth {
+    return { state: "ok", since: this.#since, pendingFrames: 0, pendingBytes: 0, droppedFrames: 0 };
+  }
+
+  setAttached(): void {}
+
   create(id: string): void {
     this.#entry(id);
   }
@@ -244,7 +334,14 @@ export class MemoryStore implements SessionStore {
     const e = this.#entries.get(id);
     if (!e || e.frames.length === e.head) return Promise.resolve({ ok: true, frames: [] });
     const oldest = e.frames[e.head].seq;
-    if (seq + 1 < oldest) return Promise.resolve({ ok: false, oldestSeq: oldest });
+    if (seq + 1 < oldest) {
+      return Promise.resolve({
+        ok: false,
+        reason: "trimmed",
+        missingSeq: seq + 1,
+        oldestSeq: oldest,
+      });
+    }
     const from = e.head + Math.max(0, seq + 1 - oldest);
     return Promise.resolve({ ok: true, frames: e.frames.slice(from) });
   }
