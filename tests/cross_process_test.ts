@@ -232,3 +232,22 @@ for (const signal of ["SIGKILL", "SIGTERM"] as const) {
     },
   });
 }
+
+Deno.test({
+  name: "postgres: with only SUPABASE_DB_URL set, sessions are durable (SESSION_STORE=auto)",
+  ignore: !dbAvailable,
+  fn: async () => {
+    const server = await startServerProcess({
+      SUPABASE_DB_URL: DATABASE_URL,
+      OPENROUTER_API_KEY: "",
+    });
+    try {
+      const health = await (await fetch(`${server.url}/health`)).json();
+      assertEquals([health.store.kind, health.store.state], ["postgres", "ok"]);
+      const started = server.lines.find((l) => l.includes('"server_started"'))!;
+      assertEquals(JSON.parse(started).store, "postgres");
+    } finally {
+      await server.kill("SIGTERM");
+    }
+  },
+});
