@@ -22,10 +22,14 @@ export const NOTIFY_MAX_BYTES = 7999;
  *
  * @example
  * ```ts
- * try {
- *   await bus.publish(msg);
- * } catch (err) {
- *   if (err instanceof BusPayloadTooLargeError) console.log(err.bytes, err.limitBytes);
+ * import { type Bus, type BusMessage, BusPayloadTooLargeError } from "./bus.ts";
+ * export async function send(bus: Bus, msg: BusMessage) {
+ *   try {
+ *     await bus.publish(msg);
+ *   } catch (err) {
+ *     if (err instanceof BusPayloadTooLargeError) console.log(err.bytes, err.limitBytes);
+ *     else throw err;
+ *   }
  * }
  * ```
  */
@@ -80,9 +84,13 @@ export interface PgClientSource {
  *
  * @example
  * ```ts
- * const bus = createPgBus(store.sql);
- * await bus.subscribe((msg) => console.log(msg.kind));
- * await bus.publish({ kind: "released", session: "s1", from: "me" });
+ * import { createPgBus } from "./bus.ts";
+ * import type postgres from "postgres";
+ * export async function wire(sql: postgres.Sql) {
+ *   const bus = createPgBus(sql);
+ *   await bus.subscribe((msg) => console.log(msg.kind));
+ *   await bus.publish({ kind: "released", session: "s1", from: "me" });
+ * }
  * ```
  */
 export function createPgBus(client: postgres.Sql | PgClientSource): Bus {

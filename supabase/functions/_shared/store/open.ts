@@ -35,10 +35,16 @@ export interface OpenStoreOptions {
  *
  * @example
  * ```ts
- * try {
- *   await openStore(config, log, instance);
- * } catch (err) {
- *   if (err instanceof StoreConfigError) reportConfigErrors([err.message]);
+ * import { openStore, StoreConfigError } from "./open.ts";
+ * import type { Config } from "../platform/config.ts";
+ * import { createLogger } from "../platform/log.ts";
+ * export async function start(config: Config) {
+ *   try {
+ *     return await openStore(config, createLogger("info"), crypto.randomUUID());
+ *   } catch (err) {
+ *     if (err instanceof StoreConfigError) console.error(err.message); // names the migrations
+ *     throw err;
+ *   }
  * }
  * ```
  */
@@ -58,9 +64,14 @@ export class StoreConfigError extends Error {
  *
  * @example
  * ```ts
- * const { store, bus, why } = await openStore(config, log, crypto.randomUUID());
- * await bus?.subscribe((msg) => console.log(msg.kind));
- * console.log(why, store.health().state);
+ * import { openStore } from "./open.ts";
+ * import { loadConfig } from "../platform/config.ts";
+ * import { createLogger } from "../platform/log.ts";
+ * const r = loadConfig({ SESSION_STORE: "memory" });
+ * if (r.ok) {
+ *   const { store, why } = await openStore(r.config, createLogger("warn"), crypto.randomUUID());
+ *   console.log(why, store.health().state); // "SESSION_STORE is memory" "ok"
+ * }
  * ```
  */
 export async function openStore(

@@ -237,11 +237,8 @@ function socketFactory(
  *
  * @example
  * ```ts
- * const sql = createPgClient(Deno.env.get("SUPABASE_DB_URL")!, {
- *   max: 3,
- *   connectTimeoutMs: 5000,
- * });
- * await sql`select 1`;
+ * import { createPgClient } from "./pg_client.ts";
+ * export const connect = (url: string) => createPgClient(url, { max: 3, connectTimeoutMs: 5000 });
  * ```
  */
 export function createPgClient(url: string, opts: PgClientOptions): postgres.Sql {
@@ -296,6 +293,10 @@ export function classifyPgError(err: unknown): PgFailure {
  *
  * @example
  * ```ts
+ * import { describePgError } from "./pg_client.ts";
+ * const err = Object.assign(new Error('relation "agent_websocket.frames" does not exist'), {
+ *   code: "42P01",
+ * });
  * describePgError(err); // "42P01 relation \"agent_websocket.frames\" does not exist"
  * ```
  */

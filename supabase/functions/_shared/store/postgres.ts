@@ -112,11 +112,17 @@ class TimeoutError extends Error {
 /**
  * @example
  * ```ts
- * const store = new PostgresStore({
- *   url: Deno.env.get("SUPABASE_DB_URL")!, poolSize: 3, flushMs: 20, limits,
- *   instance: crypto.randomUUID(), leaseMs: 45_000, expiryMs: 165_000, log,
- * });
- * await store.bus.subscribe((msg) => console.log(msg.kind));
+ * import { PostgresStore } from "./postgres.ts";
+ * import { createLogger } from "../platform/log.ts";
+ * export function open(url: string) {
+ *   const limits = {
+ *     maxHistory: 50, maxHistoryChars: 200_000, replayMaxFrames: 5000, replayMaxBytes: 1 << 20,
+ *   };
+ *   return new PostgresStore({
+ *     url, poolSize: 3, flushMs: 20, limits, log: createLogger("info"),
+ *     instance: crypto.randomUUID(), leaseMs: 45_000, expiryMs: 165_000,
+ *   });
+ * }
  * ```
  */
 export class PostgresStore implements SessionStore {

@@ -79,10 +79,14 @@ export interface StoreHealth {
  *
  * @example
  * ```ts
- * try {
- *   await store.history(id);
- * } catch (err) {
- *   if (err instanceof StoreError && !err.retryable) console.log("run supabase db push");
+ * import { type SessionStore, StoreError } from "./store.ts";
+ * export async function read(store: SessionStore, id: string) {
+ *   try {
+ *     return await store.history(id);
+ *   } catch (err) {
+ *     if (err instanceof StoreError && !err.retryable) console.log("run supabase db push");
+ *     throw err;
+ *   }
  * }
  * ```
  */
