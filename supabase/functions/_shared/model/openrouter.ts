@@ -226,8 +226,9 @@ export function openRouter(opts: OpenRouterOptions = {}): (deps: ModelDeps) => M
  * import { createOpenRouter } from "./openrouter.ts";
  * import { loadConfig } from "../platform/config.ts";
  * import { createLogger } from "../platform/log.ts";
- * const r = loadConfig({ OPENROUTER_API_KEY: "sk-or-…" });
- * if (r.ok) {
+ * export async function hello(apiKey: string) {
+ *   const r = loadConfig({ OPENROUTER_API_KEY: apiKey });
+ *   if (!r.ok) throw new Error(r.errors.join("; "));
  *   const model = createOpenRouter(r.config, createLogger("info"));
  *   for await (const e of model.stream(
  *     { model: model.defaultModel, messages: [{ role: "user", content: "Hi" }] },

@@ -21,10 +21,12 @@ export const DEFAULT_MAX_SSE_EVENT_BYTES = 1_048_576;
  *
  * @example
  * ```ts
+ * import { readSse, SseEventTooLargeError } from "./sse.ts";
+ * const body = new Response("data: " + "x".repeat(2048)).body!;
  * try {
- *   for await (const msg of readSse(body, { maxEventBytes: 1 << 20 })) use(msg);
+ *   for await (const msg of readSse(body, { maxEventBytes: 1024 })) console.log(msg);
  * } catch (err) {
- *   if (err instanceof SseEventTooLargeError) console.log(err.limitBytes);
+ *   if (err instanceof SseEventTooLargeError) console.log(err.limitBytes); // 1024
  * }
  * ```
  */
@@ -43,9 +45,10 @@ export class SseEventTooLargeError extends Error {
  *
  * @example
  * ```ts
- * const res = await fetch("http://127.0.0.1:9999/stream");
- * for await (const msg of readSse(res.body!)) {
- *   if (msg.kind === "data") console.log(msg.data);
+ * import { readSse } from "./sse.ts";
+ * const body = new Response(": OPENROUTER PROCESSING\n\ndata: {\"a\":1}\n\ndata: [DONE]\n\n").body!;
+ * for await (const msg of readSse(body)) {
+ *   if (msg.kind === "data") console.log(msg.data); // {"a":1}, then [DONE]
  * }
  * ```
  */

@@ -34,7 +34,9 @@ export interface AgentErrorOptions {
  * @example
  * ```ts
  * import { AgentError } from "./errors.ts";
- * throw new AgentError("refused", "This agent is for members only");
+ * export function onlyMembers(member: boolean) {
+ *   if (!member) throw new AgentError("refused", "This agent is for members only");
+ * }
  * ```
  */
 export class AgentError extends Error {
