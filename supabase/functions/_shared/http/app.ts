@@ -9,6 +9,7 @@ import type { Config } from "../platform/config.ts";
 import { createLogger, type Logger, type LogSink } from "../platform/log.ts";
 import { MemoryStore, type SessionStore } from "../store/store.ts";
 import { createUpstreamClient, type UpstreamClient } from "../model/openrouter.ts";
+import { createTransport, fetchOver } from "../model/transport.ts";
 import { SessionRegistry } from "../session/registry.ts";
 import { type AgentHandler, CLOSE, createAgentHandler } from "../agent/handler.ts";
 import { JsonObject, offeredSubprotocols, SUBPROTOCOL } from "../protocol/frames.ts";
@@ -115,7 +116,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     })
     : new MemoryStore(storeLimits));
   const bus = store instanceof PostgresStore ? createPgBus(store.sql) : undefined;
-  const upstream = opts.upstream ?? createUpstreamClient(config, log);
+  const transport = createTransport(config.upstreamTransport);
+  const upstream = opts.upstream ?? createUpstreamClient(config, log, fetchOver(transport));
   const sessions = new SessionRegistry();
   const limits = new UserLimits({
     perUser: config.maxConnectionsPerUser,
@@ -309,6 +311,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       ]);
       clearTimeout(timer);
       await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
+      transport.close();
     },
   };
 }

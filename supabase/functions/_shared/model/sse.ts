@@ -1,19 +1,94 @@
 /**
  * Server-Sent Events reading. The line protocol (fields split across network
  * chunks, CRLF, comments, multi-line data) is handled by `eventsource-parser`,
- * a small, well-kept parser; this module only turns a byte stream into an
- * async sequence of events.
+ * a small, well-kept parser; this module only turns a body into an async
+ * sequence of events, at the cost of one promise per event: no async
+ * generator, and no Web Streams reader when the body came from a
+ * {@linkcode fetchOver} transport.
  *
  * @module
  */
-import { createParser } from "eventsource-parser";
+import { createParser, type EventSourceParser } from "eventsource-parser";
+import { type BodySource, sourceOfStream } from "./transport.ts";
 
 /** One SSE event: a `data` payload, or a comment line such as `: OPENROUTER PROCESSING`. */
 export type SseMessage = { kind: "data"; data: string } | { kind: "comment"; text: string };
 
+const DONE: IteratorReturnResult<undefined> = { done: true, value: undefined };
+
+/**
+ * The events of one body. Events parsed from one network chunk are handed
+ * out from an array; the body is read again only when it is empty.
+ */
+class SseReader implements AsyncIterableIterator<SseMessage> {
+  readonly #source: BodySource;
+  readonly #parser: EventSourceParser;
+  // Decoding in place rather than through a TextDecoderStream saves a stream
+  // hop (and its promises) per network chunk, which is per token here.
+  readonly #decoder = new TextDecoder();
+  #pending: SseMessage[] = [];
+  #next = 0;
+  #ended = false;
+
+  constructor(source: BodySource) {
+    this.#source = source;
+    this.#parser = createParser({
+      onEvent: (e) => this.#pending.push({ kind: "data", data: e.data }),
+      onComment: (text) => this.#pending.push({ kind: "comment", text }),
+    });
+  }
+
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+
+  next(): Promise<IteratorResult<SseMessage>> {
+    if (this.#next < this.#pending.length) {
+      return Promise.resolve({ done: false, value: this.#pending[this.#next++] });
+    }
+    return this.#pull();
+  }
+
+  async #pull(): Promise<IteratorResult<SseMessage>> {
+    this.#pending.length = 0;
+    this.#next = 0;
+    while (!this.#ended) {
+      let chunk: Uint8Array | null;
+      try {
+        chunk = await this.#source.read();
+      } catch (err) {
+        this.#end();
+        throw err;
+      }
+      if (chunk === null) {
+        this.#ended = true;
+        // A final event without its blank line still counts: some servers omit it.
+        this.#parser.feed(this.#decoder.decode() + "\n\n");
+      } else {
+        this.#parser.feed(this.#decoder.decode(chunk, { stream: true }));
+      }
+      if (this.#pending.length > 0) return { done: false, value: this.#pending[this.#next++] };
+    }
+    return DONE;
+  }
+
+  /** A consumer that stops early (`break`, an exception) releases the body. */
+  return(): Promise<IteratorResult<SseMessage>> {
+    this.#end();
+    return Promise.resolve(DONE);
+  }
+
+  #end(): void {
+    this.#ended = true;
+    this.#pending.length = 0;
+    this.#source.cancel();
+  }
+}
+
 /**
  * Reads SSE messages from a response body until it ends. Errors of the
- * underlying stream (a dropped connection) propagate to the caller.
+ * underlying body (a dropped connection) propagate to the caller; leaving
+ * the loop early cancels the body.
  *
  * @example
  * ```ts
@@ -23,29 +98,8 @@ export type SseMessage = { kind: "data"; data: string } | { kind: "comment"; tex
  * }
  * ```
  */
-export async function* readSse(body: ReadableStream<Uint8Array>): AsyncGenerator<SseMessage> {
-  const pending: SseMessage[] = [];
-  const parser = createParser({
-    onEvent: (e) => pending.push({ kind: "data", data: e.data }),
-    onComment: (text) => pending.push({ kind: "comment", text }),
-  });
-  // Decoding in place rather than through a TextDecoderStream saves a stream
-  // hop (and its promises) per network chunk, which is per token here.
-  const decoder = new TextDecoder();
-  const reader = body.getReader();
-  try {
-    while (true) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      parser.feed(decoder.decode(value, { stream: true }));
-      for (let i = 0; i < pending.length; i++) yield pending[i];
-      pending.length = 0;
-    }
-    // A final event without its blank line still counts: some servers omit it.
-    parser.feed(decoder.decode() + "\n\n");
-    for (let i = 0; i < pending.length; i++) yield pending[i];
-  } finally {
-    // Cancelling releases the connection when the consumer stops early.
-    reader.cancel().catch(() => {});
-  }
+export function readSse(
+  body: ReadableStream<Uint8Array> | BodySource,
+): AsyncIterableIterator<SseMessage> {
+  return new SseReader(body instanceof ReadableStream ? sourceOfStream(body) : body);
 }

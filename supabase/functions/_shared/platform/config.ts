@@ -54,6 +54,8 @@ export const EnvSchema = z.object({
   UPSTREAM_RETRIES: integer(2, 0, 10),
   UPSTREAM_RETRY_BASE_MS: integer(500, 1),
   UPSTREAM_RETRY_MAX_MS: integer(8_000, 1),
+  UPSTREAM_TRANSPORT: z.enum(["auto", "fetch", "socket"]).default("auto"),
+  CPU_BUDGET_SOFT_MS: z.union([z.literal("auto"), z.coerce.number().min(0)]).default("auto"),
   APP_URL: z.url().optional(),
   APP_TITLE: z.string().trim().min(1).max(200).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -115,6 +117,10 @@ export interface Config {
   retries: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /** How the upstream is read: `socket` (Deno.connect), `fetch`, or `auto` (socket unless a proxy is set). */
+  upstreamTransport: "auto" | "fetch" | "socket";
+  /** Isolate CPU time after which no new work should be taken; 0 = not tracked. */
+  cpuBudgetSoftMs: number;
   appUrl: string | undefined;
   appTitle: string | undefined;
   logLevel: "debug" | "info" | "warn" | "error";
@@ -155,6 +161,12 @@ export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: s
  * Closing ten seconds earlier lets us say goodbye (`shutdown` + 1012) first.
  */
 const EDGE_RUNTIME_CONNECTION_AGE_S = 140;
+
+/**
+ * Hosted Supabase gives an isolate about 2 s of CPU time. Stopping new work
+ * at 1.5 s leaves the rest for answers already streaming.
+ */
+const EDGE_RUNTIME_CPU_BUDGET_SOFT_MS = 1500;
 
 /**
  * Parses the environment into a {@linkcode Config}.
@@ -231,6 +243,10 @@ export function loadConfig(
       retries: e.UPSTREAM_RETRIES,
       retryBaseMs: e.UPSTREAM_RETRY_BASE_MS,
       retryMaxMs: e.UPSTREAM_RETRY_MAX_MS,
+      upstreamTransport: e.UPSTREAM_TRANSPORT,
+      cpuBudgetSoftMs: e.CPU_BUDGET_SOFT_MS === "auto"
+        ? (opts.edgeRuntime ? EDGE_RUNTIME_CPU_BUDGET_SOFT_MS : 0)
+        : e.CPU_BUDGET_SOFT_MS,
       appUrl: e.APP_URL,
       appTitle: e.APP_TITLE,
       logLevel: e.LOG_LEVEL,
