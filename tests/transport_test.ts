@@ -54,7 +54,7 @@ function startUpstream(tls?: { cert: string; key: string }): Upstream {
     if (path === "/chunked") {
       // One write per event, and one character split across two writes.
       const bytes = encoder.encode(sseText);
-      const cut = sseText.indexOf("€") + 1; // inside the three bytes of €
+      const cut = encoder.encode(sseText.slice(0, sseText.indexOf("€"))).length + 1; // inside €
       const parts = [bytes.subarray(0, 12), bytes.subarray(12, cut), bytes.subarray(cut)];
       return new Response(
         new ReadableStream({
@@ -429,6 +429,28 @@ Deno.test("socket transport: a socket cut mid-body fails the read, not a silent 
   }
 });
 
+Deno.test("socket transport: chunk extensions and trailers are read, and the socket reused", async () => {
+  const server = rawServer(async (conn) => {
+    await write(
+      conn,
+      "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" +
+        "5;name=x\r\nhello\r\n9\r\n, world!\n\r\n0\r\nx-checksum: 1\r\n\r\n",
+    );
+  });
+  const t = new SocketTransport();
+  try {
+    for (let i = 0; i < 2; i++) {
+      const res = await t.request(server.url, { method: "POST", body: "{}" });
+      assertEquals(await res.text(), "hello, world!\n");
+      await eventually(() => t.stats().idle === 1, "the socket back in the pool");
+    }
+    assertEquals([t.stats().connects, server.requests], [1, 2]);
+  } finally {
+    t.close();
+    server.close();
+  }
+});
+
 Deno.test("socket transport: a content-length body cut short fails the read", async () => {
   const server = rawServer(async (conn) => {
     await write(conn, "HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\ndata: first\n\n");
@@ -475,6 +497,20 @@ Deno.test("socket transport: a refused connection rejects with a TypeError", asy
   } finally {
     t.close();
   }
+});
+
+Deno.test("readSse: a character split across chunks of a body source is decoded whole", async () => {
+  const bytes = encoder.encode("data: a€\n\ndata: €b\n\n");
+  const cuts = [0, 9, 10, 18, 20, bytes.length]; // inside both € and after the first event
+  const chunks = cuts.slice(1).map((end, i) => bytes.slice(cuts[i], end));
+  const source = {
+    read: () => Promise.resolve(chunks.shift() ?? null),
+    cancel: () => {},
+    [Symbol.asyncIterator]: () => {
+      throw new Error("not used");
+    },
+  };
+  assertEquals(await dataOf(readSse(source)), ["a€", "€b"]);
 });
 
 Deno.test("transport choice: auto is socket unless a proxy is set; fetch stays fetch", () => {

@@ -15,7 +15,7 @@
  * @module
  */
 import { Samples } from "../histogram.ts";
-import { CpuMeter, MachineMeter } from "../proc.ts";
+import { CpuMeter, MachineMeter, rssBytesOf } from "../proc.ts";
 import { directProbe, WsProbe } from "../probes.ts";
 import { sleep } from "../sockets.ts";
 import { StreamLoad } from "../stream_load.ts";
@@ -58,6 +58,8 @@ export interface StreamLevelResult {
   cpu_us_per_answer: number;
   /** The target's heap after window 1 (null when it cannot tell). */
   heap_bytes_after: number | null;
+  /** The target's resident memory at the end of window 1, streams still open. */
+  rss_bytes_streaming: number;
   /** Cores busy on average over the window (1 = one core). */
   cores: {
     target: number;
@@ -99,6 +101,7 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
     const answers0 = load?.answers ?? 0;
     await sleep(o.durationMs);
     const cpu = meters.target.read();
+    const rssStreaming = rssBytesOf(o.target.pids);
     const windowS = cpu.wallUs / 1e6;
     const relayed = (load?.deltas ?? 0) - deltas0;
     const answers = (load?.answers ?? 0) - answers0;
@@ -143,6 +146,7 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
       cpu_us_per_token: load ? cpu.cpuUs / relayed : NaN,
       cpu_us_per_answer: answers > 0 ? cpu.cpuUs / answers : NaN,
       heap_bytes_after: heapAfter,
+      rss_bytes_streaming: rssStreaming,
       cores,
       answers,
       errors: load?.errors ?? 0,

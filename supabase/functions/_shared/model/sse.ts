@@ -29,6 +29,8 @@ class SseReader implements AsyncIterableIterator<SseMessage> {
   #pending: SseMessage[] = [];
   #next = 0;
   #ended = false;
+  /** Whether the decoder may hold the first bytes of a character. */
+  #partial = false;
 
   constructor(source: BodySource) {
     this.#source = source;
@@ -65,11 +67,23 @@ class SseReader implements AsyncIterableIterator<SseMessage> {
         // A final event without its blank line still counts: some servers omit it.
         this.#parser.feed(this.#decoder.decode() + "\n\n");
       } else {
-        this.#parser.feed(this.#decoder.decode(chunk, { stream: true }));
+        this.#parser.feed(this.#decode(chunk));
       }
       if (this.#pending.length > 0) return { done: false, value: this.#pending[this.#next++] };
     }
     return DONE;
+  }
+
+  /**
+   * A chunk that ends in ASCII with nothing pending decodes without stream
+   * state, which costs half as much; otherwise the decoder keeps a character
+   * split across chunks.
+   */
+  #decode(chunk: Uint8Array): string {
+    const last = chunk[chunk.length - 1];
+    if (!this.#partial && last < 0x80) return this.#decoder.decode(chunk);
+    this.#partial = !(last < 0x80);
+    return this.#decoder.decode(chunk, { stream: true });
   }
 
   /** A consumer that stops early (`break`, an exception) releases the body. */

@@ -268,6 +268,16 @@ async function readHead(c: Connection, method: string): Promise<Head> {
   }
 }
 
+/** What {@linkcode SocketBody} parsing says when it needs more bytes. */
+const MORE = Symbol("more");
+
+/** Where the line starting at `from` ends (its LF), or -1; a line longer than 4 KiB is an error. */
+function lineEnd(buf: Uint8Array, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (buf[i] === 10) return i;
+  if (to - from > 4096) throw networkError("a chunk size or trailer line is too long");
+  return -1;
+}
+
 const enum State {
   Size,
   Data,
@@ -307,8 +317,21 @@ class SocketBody implements BodySource {
   async read(): Promise<Uint8Array | null> {
     if (this.#reading) throw new TypeError("one read at a time");
     this.#reading = true;
+    const c = this.c;
     try {
-      return await this.#next();
+      // One async frame per read: the parsing in between is synchronous.
+      for (;;) {
+        const got = this.#step();
+        if (got !== MORE) return got;
+        if (!(await c.fill())) {
+          if (this.#state !== State.UntilClose) {
+            throw networkError("the connection closed before the response body was complete");
+          }
+          this.#state = State.Done;
+          this.#finish(false);
+          return null;
+        }
+      }
     } catch (err) {
       this.#finish(false);
       if (this.signal?.aborted) throw this.signal.reason;
@@ -319,16 +342,16 @@ class SocketBody implements BodySource {
     }
   }
 
-  async #next(): Promise<Uint8Array | null> {
+  /** Parses what is buffered: a chunk of the body, the end (null), or {@linkcode MORE}. */
+  #step(): Uint8Array | null | typeof MORE {
     const c = this.c;
+    const buf = c.buf;
     for (;;) {
       switch (this.#state) {
         case State.Data: {
-          if (c.start === c.end && !(await c.fill())) {
-            throw networkError("the connection closed before the response body was complete");
-          }
+          if (c.start === c.end) return MORE;
           const n = Math.min(this.#remaining, c.end - c.start);
-          const chunk = c.buf.subarray(c.start, c.start + n);
+          const chunk = buf.subarray(c.start, c.start + n);
           c.start += n;
           c.lent = true;
           this.#remaining -= n;
@@ -341,47 +364,56 @@ class SocketBody implements BodySource {
           }
           return chunk;
         }
-        case State.Size:
-        case State.Trailer: {
-          const lf = c.buf.indexOf(10, c.start);
-          if (lf < 0 || lf >= c.end) {
-            if (!(await c.fill())) throw networkError("the connection closed mid-body");
-            continue;
-          }
-          const line = latin1.decode(c.buf.subarray(c.start, lf)).trim();
-          c.start = lf + 1;
-          if (this.#state === State.Trailer) {
-            if (line === "") {
-              this.#state = State.Done;
-              this.#finish(true);
-            }
-            continue;
-          }
-          const hex = line.split(";", 1)[0].trim();
-          if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw networkError("malformed chunk size");
-          this.#remaining = parseInt(hex, 16);
-          this.#state = this.#remaining === 0 ? State.Trailer : State.Data;
-          continue;
-        }
         case State.DataEnd: {
-          if (c.end - c.start < 2) {
-            if (!(await c.fill())) throw networkError("the connection closed mid-body");
-            continue;
-          }
-          if (c.buf[c.start] !== 13 || c.buf[c.start + 1] !== 10) {
+          if (c.end - c.start < 2) return MORE;
+          if (buf[c.start] !== 13 || buf[c.start + 1] !== 10) {
             throw networkError("malformed chunk end");
           }
           c.start += 2;
           this.#state = State.Size;
           continue;
         }
-        case State.UntilClose: {
-          if (c.start === c.end && !(await c.fill())) {
-            this.#state = State.Done;
-            this.#finish(false);
-            return null;
+        case State.Size: {
+          const lf = lineEnd(buf, c.start, c.end);
+          if (lf < 0) return MORE;
+          // Hex digits, then nothing, a CR, or `;` and extensions.
+          let size = 0;
+          let i = c.start;
+          for (; i < lf; i++) {
+            const b = buf[i];
+            const v = b >= 48 && b <= 57
+              ? b - 48
+              : b >= 97 && b <= 102
+              ? b - 87
+              : b >= 65 && b <= 70
+              ? b - 55
+              : -1;
+            if (v < 0) break;
+            size = size * 16 + v;
           }
-          const chunk = c.buf.subarray(c.start, c.end);
+          const digits = i - c.start;
+          if (digits === 0 || digits > 12 || (i < lf && buf[i] !== 13 && buf[i] !== 59)) {
+            throw networkError("malformed chunk size");
+          }
+          c.start = lf + 1;
+          this.#remaining = size;
+          this.#state = size === 0 ? State.Trailer : State.Data;
+          continue;
+        }
+        case State.Trailer: {
+          const lf = lineEnd(buf, c.start, c.end);
+          if (lf < 0) return MORE;
+          const empty = lf === c.start || (lf === c.start + 1 && buf[c.start] === 13);
+          c.start = lf + 1;
+          if (empty) {
+            this.#state = State.Done;
+            this.#finish(true);
+          }
+          continue;
+        }
+        case State.UntilClose: {
+          if (c.start === c.end) return MORE;
+          const chunk = buf.subarray(c.start, c.end);
           c.start = c.end;
           c.lent = true;
           return chunk;
