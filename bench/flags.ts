@@ -41,6 +41,8 @@ export interface BenchOptions {
   transports: string[];
   /** Levels the relays and the other transports run at: every level, or the largest only. */
   compareAt: "all" | "top";
+  /** Another checkout of the project whose gateway runs beside ours as "gateway (baseline)". */
+  baseline?: string;
   /** Extra environment for every gateway process (`--env KEY=VALUE`, repeatable). */
   gatewayEnv: Record<string, string>;
   /** Directory for the JSON, SVG and Markdown results. */
@@ -73,6 +75,8 @@ export const USAGE = `deno task bench [flags]
                            UPSTREAM_TRANSPORT of each gateway run; the first is the gateway
                            of the other phases
   --compare-at all|top     levels of the relays and extra transports (smoke: top = the largest)
+  --baseline DIR           also run the gateway of another checkout (e.g. a git archive of an
+                           older commit) at those levels, as "gateway (baseline)"
   --env KEY=VALUE          extra gateway environment, repeatable (e.g. REPLAY_MAX_FRAMES=10)
   --out bench/results      where results go
   --name latest            base name of the result files (smoke: "smoke")
@@ -118,6 +122,7 @@ export function parseFlags(args: string[]): BenchOptions | "help" {
       relays: { type: "string" },
       transports: { type: "string" },
       "compare-at": { type: "string" },
+      baseline: { type: "string" },
       env: { type: "string", multiple: true },
       out: { type: "string" },
       name: { type: "string" },
@@ -185,6 +190,7 @@ export function parseFlags(args: string[]): BenchOptions | "help" {
     ) as RelayKind[],
     transports,
     compareAt,
+    baseline: v.baseline,
     gatewayEnv: Object.fromEntries((v.env ?? []).map((pair) => {
       const eq = pair.indexOf("=");
       if (eq <= 0) throw new Error(`--env takes KEY=VALUE, got "${pair}"`);

@@ -72,6 +72,9 @@ function level(c: Context, target: Target, streams: number, server: Child | null
   });
 }
 
+/** The pseudo-transport of a gateway run from `--baseline` (another checkout). */
+export const BASELINE = "baseline";
+
 /** The gateway's name in the table: which upstream transport it ran with. */
 export const gatewayName = (transport: string) => `gateway (${transport})`;
 
@@ -87,11 +90,13 @@ async function streamLevel(
   transport = c.o.transports[0],
 ): Promise<StreamLevelResult> {
   const dir = c.profileDir && !target ? `${c.profileDir}/streams-${n}-${transport}` : undefined;
+  const baseline = transport === BASELINE;
   const gateway = target ? null : await startGateway({
     upstreamUrl: c.upstreamUrl,
     cpuProfDir: dir,
     env: c.o.gatewayEnv,
-    transport,
+    transport: baseline ? undefined : transport,
+    root: baseline ? c.o.baseline : undefined,
   });
   const name = target?.name ?? gatewayName(transport);
   try {
@@ -300,9 +305,8 @@ export async function runBench(o: BenchOptions, log: Log): Promise<BenchResults>
     for (const n of o.streams) {
       streams.push(await streamLevel(c, n));
       if (o.compareAt === "top" && n !== top) continue;
-      for (const t of o.transports.slice(1)) {
-        transports.push(await streamLevel(c, n, undefined, t));
-      }
+      const others = [...o.transports.slice(1), ...(o.baseline ? [BASELINE] : [])];
+      for (const t of others) transports.push(await streamLevel(c, n, undefined, t));
       for (const kind of o.relays) floor.push(await relayLevel(c, kind, n));
     }
     const { naive, ping } = await pingAndNaive(c);

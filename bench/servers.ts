@@ -48,6 +48,8 @@ export interface GatewayOptions {
   env?: Record<string, string>;
   /** `UPSTREAM_TRANSPORT` (unset: the gateway's default). */
   transport?: string;
+  /** Another checkout of the project to run the gateway from (`--baseline`). */
+  root?: string;
 }
 
 /**
@@ -61,8 +63,8 @@ export function startGateway(opts: GatewayOptions): Promise<Child> {
   return Child.start({
     name: "gateway",
     command: Deno.execPath(),
-    args: [...flags, here("./gateway_main.ts")],
-    cwd: ROOT,
+    args: [...flags, opts.root ? `${opts.root}/bench/gateway_main.ts` : here("./gateway_main.ts")],
+    cwd: opts.root ?? ROOT,
     env: {
       OPENROUTER_API_KEY: "sk-bench-not-a-real-key",
       OPENROUTER_BASE_URL: opts.upstreamUrl,

@@ -14,10 +14,11 @@ import {
   fetchOver,
   FetchTransport,
   type HttpTransport,
+  iterate,
   resolveTransportKind,
   SocketTransport,
 } from "../supabase/functions/_shared/model/transport.ts";
-import { readSse, type SseMessage } from "../supabase/functions/_shared/model/sse.ts";
+import { forEachSse, readSse, type SseMessage } from "../supabase/functions/_shared/model/sse.ts";
 import { createParser } from "eventsource-parser";
 
 const encoder = new TextEncoder();
@@ -260,6 +261,42 @@ bothSchemes(
     await eventually(() => t.stats().idle === 1, "the drained socket back in the pool");
     await (await t.request(`${up.url}/length`, { method: "POST", body: "{}" })).text();
     assertEquals(t.stats().connects, 1);
+  },
+);
+
+bothSchemes(
+  "forEachSse: false stops and keeps the socket; a promise pauses reading",
+  async (up, t) => {
+    const res = await t.request(`${up.url}/chunked`, { method: "POST", body: "{}" });
+    const seen: string[] = [];
+    let release = () => {};
+    const done = forEachSse(res.body, (m) => {
+      if (m.kind !== "data") return;
+      seen.push(m.data);
+      if (m.data === "é") return new Promise<void>((r) => release = r);
+      return m.data !== "three";
+    });
+    await eventually(() => seen.length === 1, "the first event");
+    // Paused: the next events have arrived by now but are not handed out.
+    await new Promise((r) => setTimeout(r, 20));
+    assertEquals(seen, ["é"]);
+    release();
+    await done;
+    assertEquals(seen, ["é", "€uro", "three"]);
+    await eventually(() => t.stats().idle === 1, "the drained socket back in the pool");
+  },
+);
+
+bothSchemes(
+  "forEachSse: an exception in the callback rejects and closes the body",
+  async (up, t) => {
+    const res = await t.request(`${up.url}/hold`, { method: "POST", body: "{}" });
+    const oops = new Error("bad chunk");
+    const err = await rejects(forEachSse(res.body, () => {
+      throw oops;
+    }));
+    assertEquals(err, oops);
+    await eventually(() => up.cancelled === 1, "the stand-in to see its stream cancelled");
   },
 );
 
@@ -556,16 +593,20 @@ Deno.test("readSse: any chunking of any SSE text gives what the parser gives for
     }
     const sorted = [...cuts].sort((x, y) => x - y);
     const chunks = sorted.slice(1).map((end, i) => bytes.slice(sorted[i], end));
-    const source = {
-      read: () => Promise.resolve(chunks.shift() ?? null),
-      cancel: () => {},
-      [Symbol.asyncIterator]: () => {
-        throw new Error("not used");
-      },
+    const sourceOf = (parts: Uint8Array[]) => {
+      const source = {
+        read: () => Promise.resolve(parts.shift() ?? null),
+        cancel: () => {},
+        [Symbol.asyncIterator]: () => iterate(source),
+      };
+      return source;
     };
     const got: SseMessage[] = [];
-    for await (const m of readSse(source)) got.push(m);
+    for await (const m of readSse(sourceOf([...chunks]))) got.push(m);
     assertEquals(got, expected, JSON.stringify(text));
+    const pushed: SseMessage[] = [];
+    await forEachSse(sourceOf(chunks), (m) => void pushed.push(m));
+    assertEquals(pushed, expected, JSON.stringify(text));
   }
 });
 

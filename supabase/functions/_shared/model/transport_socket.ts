@@ -44,7 +44,7 @@ const latin1 = new TextDecoder("latin1");
 
 /** After `cancel()`, at most this much of the rest of a body is read to keep its socket. */
 const DRAIN_MAX_BYTES = 64 * 1024;
-const DRAIN_MAX_MS = 2000;
+const DRAIN_MAX_MS = 500;
 /** A read is never given less room than this; a fresh buffer is taken instead. */
 const MIN_READ_BYTES = 1024;
 
