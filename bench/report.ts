@@ -118,7 +118,12 @@ export function buildRows(r: BenchResults): Row[] {
     rows.push({
       section: "memory while streaming",
       measure: `RSS while ${int(s.streams)} answers stream (${s.target})`,
-      ours: mb(s.rss_bytes_streaming),
+      ours: mb(s.rss_bytes_streaming) +
+        (s.live_after_gc
+          ? ` (after a full GC: RSS ${mb(s.live_after_gc.rss_bytes)}, heap ${
+            mb(s.live_after_gc.heap_bytes)
+          })`
+          : ""),
       reference: node ? `${mb(node.rss_bytes_streaming)} ${NODE}` : "—",
       ratio: node ? s.rss_bytes_streaming / node.rss_bytes_streaming : null,
       goal: "< 256 MB",

@@ -69,6 +69,7 @@ function level(c: Context, target: Target, streams: number, server: Child | null
     heapBytes: server
       ? async () => (await server.request<Deno.MemoryUsage>("mem", { gc: false })).heapUsed
       : undefined,
+    liveMemory: server ? () => server.request<Deno.MemoryUsage>("mem") : undefined,
   });
 }
 

@@ -37,6 +37,8 @@ export interface StreamLevelOptions {
   gapMs: number;
   /** The target's heap in bytes, when it can tell (read after window 1). */
   heapBytes?: () => Promise<number>;
+  /** The target's RSS and heap after a full GC, streams still open (read after window 2). */
+  liveMemory?: () => Promise<{ rss: number; heapUsed: number }>;
 }
 
 type Summary = ReturnType<Samples["summary"]>;
@@ -60,6 +62,8 @@ export interface StreamLevelResult {
   heap_bytes_after: number | null;
   /** The target's resident memory at the end of window 1, streams still open. */
   rss_bytes_streaming: number;
+  /** After window 2, after a full GC, streams still open (null when it cannot tell). */
+  live_after_gc: { rss_bytes: number; heap_bytes: number } | null;
   /** Cores busy on average over the window (1 = one core). */
   cores: {
     target: number;
@@ -129,6 +133,7 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
       direct.add((await directProbe(o.upstreamUrl, `probe ${direct.count}`)).firstMs);
       await jitter();
     }
+    const live = o.liveMemory ? await o.liveMemory() : null;
     if (viaTarget.count < 5) {
       throw new Error(`${o.target.name}: only ${viaTarget.count} probes in the window`);
     }
@@ -147,6 +152,7 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
       cpu_us_per_answer: answers > 0 ? cpu.cpuUs / answers : NaN,
       heap_bytes_after: heapAfter,
       rss_bytes_streaming: rssStreaming,
+      live_after_gc: live ? { rss_bytes: live.rss, heap_bytes: live.heapUsed } : null,
       cores,
       answers,
       errors: load?.errors ?? 0,
