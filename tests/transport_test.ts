@@ -246,6 +246,15 @@ bothSchemes(
   },
 );
 
+bothSchemes("a pooled socket outlives the signal of the request that opened it", async (up, t) => {
+  const first = new AbortController();
+  await (await t.request(`${up.url}/length`, { method: "POST", signal: first.signal })).text();
+  await eventually(() => t.stats().idle === 1, "the socket in the pool");
+  first.abort(new Error("that request's query was cancelled later"));
+  assertEquals(await (await t.request(`${up.url}/length`, { method: "POST" })).text(), sseText);
+  assertEquals([t.stats().connects, new Set(up.ports).size], [1, 1]);
+});
+
 bothSchemes("status codes and Retry-After are passed through with the body", async (up, t) => {
   const res = await t.request(`${up.url}/limited`, { method: "POST", body: "{}" });
   assertEquals(res.status, 429);

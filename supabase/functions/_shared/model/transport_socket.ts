@@ -590,17 +590,19 @@ export class SocketTransport implements HttpTransport {
     const onAbort = () => closeQuietly(conn);
     signal?.addEventListener("abort", onAbort, { once: true });
     try {
-      conn = origin.tls
-        ? await abortable(
-          Deno.connectTls({
+      // The signal is not handed to Deno.connect: a pooled socket must outlive
+      // the request that opened it.
+      conn = await abortable<Deno.Conn>(
+        origin.tls
+          ? Deno.connectTls({
             hostname: origin.hostname,
             port: origin.port,
             caCerts: this.#caCerts,
             alpnProtocols: ["http/1.1"],
-          }),
-          signal,
-        )
-        : await Deno.connect({ hostname: origin.hostname, port: origin.port, signal });
+          })
+          : Deno.connect({ hostname: origin.hostname, port: origin.port }),
+        signal,
+      );
       if (origin.tls) await (conn as Deno.TlsConn).handshake();
     } catch (err) {
       closeQuietly(conn);
