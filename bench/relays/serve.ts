@@ -15,7 +15,14 @@ import { serveControl } from "../control.ts";
 /** Reads one answer from the upstream, calling `onDelta` per token. */
 export type Relay = (content: string, onDelta: (delta: string) => void) => Promise<void>;
 
-/** The stand-in's base URL, from `BENCH_UPSTREAM_URL`. */
+/**
+ * The stand-in's base URL, from `BENCH_UPSTREAM_URL`.
+ *
+ * @example
+ * ```ts
+ * const url = `${upstreamUrl()}/chat/completions`;
+ * ```
+ */
 export function upstreamUrl(): string {
   const url = Deno.env.get("BENCH_UPSTREAM_URL");
   if (!url) throw new Error("BENCH_UPSTREAM_URL is required");
@@ -25,6 +32,12 @@ export function upstreamUrl(): string {
 /**
  * Cuts complete SSE events off `buffered`, calls `onDelta` with each event's
  * text, and returns what is left (an event still arriving).
+ *
+ * @example
+ * ```ts
+ * let buffered = "";
+ * buffered = splitEvents(buffered + decoder.decode(chunk, { stream: true }), send);
+ * ```
  */
 export function splitEvents(buffered: string, onDelta: (delta: string) => void): string {
   let end: number;
@@ -38,7 +51,16 @@ export function splitEvents(buffered: string, onDelta: (delta: string) => void):
   return buffered;
 }
 
-/** Serves WebSocket clients with `relay` until stdin closes. */
+/**
+ * Serves WebSocket clients with `relay` until stdin closes.
+ *
+ * @example
+ * ```ts
+ * await serveRelay(async (content, onDelta) => {
+ *   for (const word of content.split(" ")) onDelta(word);
+ * });
+ * ```
+ */
 export async function serveRelay(relay: Relay): Promise<void> {
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },

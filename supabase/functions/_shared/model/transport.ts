@@ -43,7 +43,17 @@ export { iterate, readText } from "./transport_body.ts";
 /** What `UPSTREAM_TRANSPORT` may say. */
 export type TransportKind = "auto" | "fetch" | "socket";
 
-/** A {@linkcode BodySource} over a Web Streams body (what `fetch` returns). */
+/**
+ * A {@linkcode BodySource} over a Web Streams body (what `fetch` returns);
+ * a body made by {@linkcode fetchOver} gives back its transport's own source.
+ *
+ * @example
+ * ```ts
+ * const res = await fetch("http://127.0.0.1:8000/stream");
+ * const source = sourceOfStream(res.body!);
+ * for (let c = await source.read(); c !== null; c = await source.read()) console.log(c.length);
+ * ```
+ */
 export function sourceOfStream(stream: ReadableStream<Uint8Array>): BodySource {
   const fast = fastSources.get(stream);
   if (fast) return fast;
