@@ -5,6 +5,10 @@
  * @module
  */
 import { parseArgs } from "node:util";
+import { RELAY_KINDS, type RelayKind } from "./servers.ts";
+
+/** `UPSTREAM_TRANSPORT` values the gateway can be run with. */
+const TRANSPORTS = ["socket", "fetch"];
 
 /** Everything a run is parameterised by. */
 export interface BenchOptions {
@@ -31,8 +35,14 @@ export interface BenchOptions {
   peerIdle: number;
   /** Write a V8 CPU profile of the gateway during the stream levels. */
   profile: boolean;
-  /** Also run the minimal relay at every stream level (the floor). */
-  floor: boolean;
+  /** Floor relays run beside the gateway (empty with `--no-floor`). */
+  relays: RelayKind[];
+  /** `UPSTREAM_TRANSPORT` of each gateway run; the first one is the gateway of every other phase. */
+  transports: string[];
+  /** Levels the relays and the other transports run at: every level, or the largest only. */
+  compareAt: "all" | "top";
+  /** Another checkout of the project whose gateway runs beside ours as "gateway (baseline)". */
+  baseline?: string;
   /** Extra environment for every gateway process (`--env KEY=VALUE`, repeatable). */
   gatewayEnv: Record<string, string>;
   /** Directory for the JSON, SVG and Markdown results. */
@@ -58,7 +68,15 @@ export const USAGE = `deno task bench [flags]
   --peer-streams 20        concurrent streams for the peer comparison
   --peer-idle 1000         idle sockets for the peer comparison
   --profile                write a V8 CPU profile of the gateway's stream levels
-  --floor / --no-floor     also run the minimal Deno relay at each level (default: on)
+  --relays socket,fetch,node-http,node-ws
+                           floor relays run beside the gateway (smoke: socket)
+  --floor / --no-floor     run the relays at all (default: on)
+  --transports socket,fetch
+                           UPSTREAM_TRANSPORT of each gateway run; the first is the gateway
+                           of the other phases
+  --compare-at all|top     levels of the relays and extra transports (smoke: top = the largest)
+  --baseline DIR           also run the gateway of another checkout (e.g. a git archive of an
+                           older commit) at those levels, as "gateway (baseline)"
   --env KEY=VALUE          extra gateway environment, repeatable (e.g. REPLAY_MAX_FRAMES=10)
   --out bench/results      where results go
   --name latest            base name of the result files (smoke: "smoke")
@@ -101,6 +119,10 @@ export function parseFlags(args: string[]): BenchOptions | "help" {
       "peer-idle": { type: "string" },
       profile: { type: "boolean" },
       floor: { type: "boolean" },
+      relays: { type: "string" },
+      transports: { type: "string" },
+      "compare-at": { type: "string" },
+      baseline: { type: "string" },
       env: { type: "string", multiple: true },
       out: { type: "string" },
       name: { type: "string" },
@@ -135,6 +157,16 @@ export function parseFlags(args: string[]): BenchOptions | "help" {
       peerStreams: 20,
       peerIdle: 1000,
     };
+  const names = (text: string, allowed: readonly string[], flag: string) => {
+    const values = text.split(",").map((x) => x.trim()).filter((x) => x !== "");
+    const bad = values.find((x) => !allowed.includes(x));
+    if (bad) throw new Error(`--${flag}: "${bad}" is not one of ${allowed.join(", ")}`);
+    return values;
+  };
+  const compareAt = v["compare-at"] ?? (smoke ? "top" : "all");
+  if (compareAt !== "all" && compareAt !== "top") throw new Error("--compare-at is all or top");
+  const transports = names(v.transports ?? TRANSPORTS.join(","), TRANSPORTS, "transports");
+  if (transports.length === 0) throw new Error("--transports needs at least one");
   const tokens = positive(v.tokens, d.tokens, "tokens");
   if (!Number.isInteger(tokens) || tokens < 2) throw new Error("--tokens must be an integer ≥ 2");
   return {
@@ -151,7 +183,14 @@ export function parseFlags(args: string[]): BenchOptions | "help" {
     peerStreams: Math.round(positive(v["peer-streams"], d.peerStreams, "peer-streams")),
     peerIdle: Math.round(positive(v["peer-idle"], d.peerIdle, "peer-idle")),
     profile: v.profile ?? false,
-    floor: v.floor ?? true,
+    relays: v.floor === false ? [] : names(
+      v.relays ?? (smoke ? "socket" : RELAY_KINDS.join(",")),
+      RELAY_KINDS,
+      "relays",
+    ) as RelayKind[],
+    transports,
+    compareAt,
+    baseline: v.baseline,
     gatewayEnv: Object.fromEntries((v.env ?? []).map((pair) => {
       const eq = pair.indexOf("=");
       if (eq <= 0) throw new Error(`--env takes KEY=VALUE, got "${pair}"`);

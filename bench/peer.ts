@@ -23,10 +23,10 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-async function npm(args: string[]): Promise<{ ok: boolean; tail: string }> {
+async function npm(dir: string, args: string[]): Promise<{ ok: boolean; tail: string }> {
   const out = await new Deno.Command("npm", {
     args: [...args, "--no-audit", "--no-fund", "--loglevel=error"],
-    cwd: PEER_DIR,
+    cwd: dir,
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(600_000),
@@ -36,22 +36,32 @@ async function npm(args: string[]): Promise<{ ok: boolean; tail: string }> {
 }
 
 /**
- * Installs the peer's locked packages unless they are already there: `npm ci`,
- * or, when `npm ci` refuses the lock file (a registry that serves no
- * other-platform optional packages, such as workerd's macOS builds, makes
- * npm call it out of sync), `npm install --no-save`, which installs the same
- * locked versions and leaves the lock file alone.
+ * Installs a directory's locked npm packages unless `marker` (a package) is
+ * already there: `npm ci`, or, when `npm ci` refuses the lock file (a
+ * registry that serves no other-platform optional packages, such as
+ * workerd's macOS builds, makes npm call it out of sync), `npm install
+ * --no-save`, which installs the same locked versions and leaves the lock
+ * file alone.
  */
-export async function ensurePeerInstalled(log: (line: string) => void): Promise<void> {
-  if (await exists(`${PEER_DIR}node_modules/wrangler/package.json`)) return;
-  log("installing the Cloudflare peer's npm packages (npm ci)...");
-  const ci = await npm(["ci"]);
+export async function ensureNpmInstalled(
+  dir: string,
+  marker: string,
+  log: (line: string) => void,
+): Promise<void> {
+  if (await exists(`${dir}node_modules/${marker}/package.json`)) return;
+  log(`installing the npm packages of ${dir} (npm ci)...`);
+  const ci = await npm(dir, ["ci"]);
   if (ci.ok) return;
   log("npm ci refused the lock file; installing the locked versions with npm install --no-save");
-  const install = await npm(["install", "--no-save"]);
+  const install = await npm(dir, ["install", "--no-save"]);
   if (!install.ok) {
-    throw new Error(`npm ci and npm install failed in ${PEER_DIR}:\n${ci.tail}\n${install.tail}`);
+    throw new Error(`npm ci and npm install failed in ${dir}:\n${ci.tail}\n${install.tail}`);
   }
+}
+
+/** Installs the Cloudflare peer's locked packages (see {@linkcode ensureNpmInstalled}). */
+export function ensurePeerInstalled(log: (line: string) => void): Promise<void> {
+  return ensureNpmInstalled(PEER_DIR, "wrangler", log);
 }
 
 /** A running peer. */

@@ -38,9 +38,11 @@ export interface BenchResults {
   duration_s: number;
   machine: Machine;
   options: BenchOptions;
-  /** The gateway at each stream level. */
+  /** The gateway at each stream level, with the first of `options.transports`. */
   streams: StreamLevelResult[];
-  /** The minimal relay at each stream level (empty with `--no-floor`). */
+  /** The gateway with each other transport (`options.compareAt` levels). */
+  transports: StreamLevelResult[];
+  /** The floor relays (`options.relays`, `options.compareAt` levels). */
   floor: StreamLevelResult[];
   naive: NaiveResult;
   ping: { gateway: PingResult; echo: PingResult };

@@ -1,19 +1,29 @@
 /**
- * One run of the bench, phase by phase: stream levels (gateway, minimal
- * relay), naive design, ping, idle memory and sweeper, then the Cloudflare
- * peer. Every server is a fresh child process; the stand-in serves them all.
+ * One run of the bench, phase by phase: stream levels (the gateway with each
+ * upstream transport, the floor relays), naive design, ping, idle memory and
+ * sweeper, then the Cloudflare peer. Every server is a fresh child process;
+ * the stand-in serves them all.
  *
  * @module
  */
 import type { BenchOptions } from "./flags.ts";
 import { describeMachine } from "./machine.ts";
 import type { Child } from "./child.ts";
-import { startEcho, startGateway, startMinimalRelay, startStandin, targetOf } from "./servers.ts";
+import {
+  NODE_RELAY_DIR,
+  RELAY_NAMES,
+  type RelayKind,
+  startEcho,
+  startGateway,
+  startRelay,
+  startStandin,
+  targetOf,
+} from "./servers.ts";
 import { measureStreamLevel, type StreamLevelResult } from "./measures/streams.ts";
 import { measureNaive } from "./measures/naive.ts";
 import { measurePing, type PingResult } from "./measures/ping.ts";
 import { type IdleResult, measureIdle, type MemoryReading } from "./measures/idle.ts";
-import { ensurePeerInstalled, startPeer } from "./peer.ts";
+import { ensureNpmInstalled, ensurePeerInstalled, startPeer } from "./peer.ts";
 import { rssBytesOf } from "./proc.ts";
 import { type ProfileSummary, summariseNewestProfile } from "./profile.ts";
 import type { Target } from "./target.ts";
@@ -59,35 +69,56 @@ function level(c: Context, target: Target, streams: number, server: Child | null
     heapBytes: server
       ? async () => (await server.request<Deno.MemoryUsage>("mem", { gc: false })).heapUsed
       : undefined,
+    liveMemory: server ? () => server.request<Deno.MemoryUsage>("mem") : undefined,
   });
 }
 
+/** The pseudo-transport of a gateway run from `--baseline` (another checkout). */
+export const BASELINE = "baseline";
+
+/** The gateway's name in the table: which upstream transport it ran with. */
+export const gatewayName = (transport: string) => `gateway (${transport})`;
+
 /**
  * One level on a fresh gateway (sessions of one level must not weigh on the
- * next), profiled with `--profile`; or on `target` when given (the peer).
+ * next) with `transport`, profiled with `--profile`; or on `target` when
+ * given (the peer).
  */
-async function streamLevel(c: Context, n: number, target?: Target): Promise<StreamLevelResult> {
-  const dir = c.profileDir && !target ? `${c.profileDir}/streams-${n}` : undefined;
-  const gateway = target
-    ? null
-    : await startGateway({ upstreamUrl: c.upstreamUrl, cpuProfDir: dir, env: c.o.gatewayEnv });
+async function streamLevel(
+  c: Context,
+  n: number,
+  target?: Target,
+  transport = c.o.transports[0],
+): Promise<StreamLevelResult> {
+  const dir = c.profileDir && !target ? `${c.profileDir}/streams-${n}-${transport}` : undefined;
+  const baseline = transport === BASELINE;
+  const gateway = target ? null : await startGateway({
+    upstreamUrl: c.upstreamUrl,
+    cpuProfDir: dir,
+    env: c.o.gatewayEnv,
+    transport: baseline ? undefined : transport,
+    root: baseline ? c.o.baseline : undefined,
+  });
+  const name = target?.name ?? gatewayName(transport);
   try {
-    c.log(`${target?.name ?? "gateway"}: ${n} concurrent streams, ${c.o.durationS} s windows...`);
-    const r = await level(c, target ?? targetOf(gateway!, "gateway", true), n, gateway);
+    c.log(`${name}: ${n} concurrent streams, ${c.o.durationS} s windows...`);
+    const r = await level(c, target ?? targetOf(gateway!, name, true), n, gateway);
     c.log(describe(r));
     return r;
   } finally {
     await gateway?.stop();
-    if (dir) c.profiles.push({ ...(await summariseNewestProfile(dir)), label: `${n} streams` });
+    if (dir) {
+      c.profiles.push({ ...(await summariseNewestProfile(dir)), label: `${n} streams, ${name}` });
+    }
   }
 }
 
-/** The same level on the minimal relay: the floor. */
-async function floorLevel(c: Context, n: number): Promise<StreamLevelResult> {
-  const relay = await startMinimalRelay(c.upstreamUrl);
+/** The same level on a floor relay. */
+async function relayLevel(c: Context, kind: RelayKind, n: number): Promise<StreamLevelResult> {
+  const relay = await startRelay(kind, c.upstreamUrl);
   try {
-    c.log(`minimal relay: ${n} concurrent streams, ${c.o.durationS} s windows...`);
-    const r = await level(c, targetOf(relay, "minimal relay", true), n, relay);
+    c.log(`${RELAY_NAMES[kind]}: ${n} concurrent streams, ${c.o.durationS} s windows...`);
+    const r = await level(c, targetOf(relay, RELAY_NAMES[kind], true), n, relay);
     c.log(describe(r));
     return r;
   } finally {
@@ -98,7 +129,11 @@ async function floorLevel(c: Context, n: number): Promise<StreamLevelResult> {
 /** Naive design and ping on one gateway, then ping on the bare echo. */
 async function pingAndNaive(c: Context) {
   const { o } = c;
-  const gateway = await startGateway({ upstreamUrl: c.upstreamUrl, env: o.gatewayEnv });
+  const gateway = await startGateway({
+    upstreamUrl: c.upstreamUrl,
+    env: o.gatewayEnv,
+    transport: o.transports[0],
+  });
   let naive, pingGateway;
   try {
     const target = targetOf(gateway, "gateway", true);
@@ -142,6 +177,7 @@ async function idlePhase(c: Context, sizes: number[]) {
     upstreamUrl: c.upstreamUrl,
     noResume: true,
     env: c.o.gatewayEnv,
+    transport: c.o.transports[0],
   });
   let idleGateway: IdleResult;
   try {
@@ -254,11 +290,25 @@ export async function runBench(o: BenchOptions, log: Log): Promise<BenchResults>
       profileDir,
       profiles: [],
     };
+    if (o.relays.includes("node-ws")) {
+      try {
+        await ensureNpmInstalled(NODE_RELAY_DIR, "ws", log);
+      } catch (err) {
+        const why = String(err instanceof Error ? err.message : err).split("\n")[0];
+        notes.push(`the Node + ws relay did not run: ${why}`);
+        o.relays = o.relays.filter((k) => k !== "node-ws");
+      }
+    }
     const streams: StreamLevelResult[] = [];
+    const transports: StreamLevelResult[] = [];
     const floor: StreamLevelResult[] = [];
+    const top = Math.max(...o.streams);
     for (const n of o.streams) {
       streams.push(await streamLevel(c, n));
-      if (o.floor) floor.push(await floorLevel(c, n));
+      if (o.compareAt === "top" && n !== top) continue;
+      const others = [...o.transports.slice(1), ...(o.baseline ? [BASELINE] : [])];
+      for (const t of others) transports.push(await streamLevel(c, n, undefined, t));
+      for (const kind of o.relays) floor.push(await relayLevel(c, kind, n));
     }
     const { naive, ping } = await pingAndNaive(c);
     const idleSizes = [...new Set([...o.idle, ...(o.peer ? [o.peerIdle] : [])])];
@@ -270,7 +320,9 @@ export async function runBench(o: BenchOptions, log: Log): Promise<BenchResults>
       peer = await peerPhase(c, atPeerLevel);
     }
     notes.push(...noiseNotes([
-      ...[...streams, ...floor, ...(peer.ran ? [peer.streams.peer] : [])].map((r) => ({
+      ...[...streams, ...transports, ...floor, ...(peer.ran ? [peer.streams.peer] : [])].map((
+        r,
+      ) => ({
         what: `${r.target} @ ${r.streams} streams`,
         others: r.cores.others,
       })),
@@ -285,6 +337,7 @@ export async function runBench(o: BenchOptions, log: Log): Promise<BenchResults>
       machine,
       options: o,
       streams,
+      transports,
       floor,
       naive,
       ping,

@@ -1,6 +1,7 @@
 /**
- * Starting the processes under measurement: the stand-in, the gateway and the
- * bare echo server, each a `deno run` of its own on 127.0.0.1 with a free port.
+ * Starting the processes under measurement: the stand-in, the gateway, the
+ * bare echo server and the floor relays, each a process of its own on
+ * 127.0.0.1 with a free port.
  *
  * @module
  */
@@ -45,6 +46,10 @@ export interface GatewayOptions {
   cpuProfDir?: string;
   /** Extra environment (`--env KEY=VALUE`), applied last. */
   env?: Record<string, string>;
+  /** `UPSTREAM_TRANSPORT` (unset: the gateway's default). */
+  transport?: string;
+  /** Another checkout of the project to run the gateway from (`--baseline`). */
+  root?: string;
 }
 
 /**
@@ -58,8 +63,8 @@ export function startGateway(opts: GatewayOptions): Promise<Child> {
   return Child.start({
     name: "gateway",
     command: Deno.execPath(),
-    args: [...flags, here("./gateway_main.ts")],
-    cwd: ROOT,
+    args: [...flags, opts.root ? `${opts.root}/bench/gateway_main.ts` : here("./gateway_main.ts")],
+    cwd: opts.root ?? ROOT,
     env: {
       OPENROUTER_API_KEY: "sk-bench-not-a-real-key",
       OPENROUTER_BASE_URL: opts.upstreamUrl,
@@ -81,6 +86,7 @@ export function startGateway(opts: GatewayOptions): Promise<Child> {
       MAX_CONNECTION_AGE_SECONDS: "0",
       RESUME_WINDOW_SECONDS: opts.noResume ? "0" : "120",
       BENCH_MAX_SECONDS: MAX_SECONDS,
+      ...(opts.transport ? { UPSTREAM_TRANSPORT: opts.transport } : {}),
       ...opts.env,
     },
   });
@@ -97,14 +103,45 @@ export function startEcho(): Promise<Child> {
   });
 }
 
-/** Starts the minimal relay (the floor for CPU per token) against the stand-in. */
-export function startMinimalRelay(upstreamUrl: string): Promise<Child> {
+/** The floor relays: the same minimal relay reading the upstream four ways. */
+export type RelayKind = "socket" | "fetch" | "node-http" | "node-ws";
+
+/** Every relay, in the order the table lists them. */
+export const RELAY_KINDS: RelayKind[] = ["socket", "fetch", "node-http", "node-ws"];
+
+/** How each relay is named in the table. */
+export const RELAY_NAMES: Record<RelayKind, string> = {
+  socket: "raw-socket relay",
+  fetch: "fetch relay",
+  "node-http": "node:http relay",
+  "node-ws": "Node + ws relay",
+};
+
+/** Where the Node + ws relay lives (its pinned `ws` is installed there). */
+export const NODE_RELAY_DIR = here("./peers/node/");
+
+/**
+ * Starts a relay against the stand-in: `bench/relays/<kind>.ts` under Deno,
+ * or `bench/peers/node/relay.mjs` under the Node on PATH for `node-ws`.
+ */
+export function startRelay(kind: RelayKind, upstreamUrl: string): Promise<Child> {
+  const env = { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_MAX_SECONDS: MAX_SECONDS };
+  if (kind === "node-ws") {
+    return Child.start({
+      name: RELAY_NAMES[kind],
+      command: "node",
+      args: ["--expose-gc", `${NODE_RELAY_DIR}relay.mjs`, "--upstream", upstreamUrl],
+      cwd: NODE_RELAY_DIR,
+      env,
+    });
+  }
+  const file = kind === "node-http" ? "node_http" : kind;
   return Child.start({
-    name: "minimal relay",
+    name: RELAY_NAMES[kind],
     command: Deno.execPath(),
-    args: ["run", "-A", "--v8-flags=--expose-gc", here("./minimal_relay.ts")],
+    args: ["run", "-A", "--v8-flags=--expose-gc", here(`./relays/${file}.ts`)],
     cwd: ROOT,
-    env: { BENCH_UPSTREAM_URL: upstreamUrl, BENCH_MAX_SECONDS: MAX_SECONDS },
+    env,
   });
 }
 

@@ -247,10 +247,20 @@ function startOversizedUpstream(shape: "line" | "lines", total: number) {
   };
 }
 
-for (const shape of ["line", "lines"] as const) {
-  Deno.test(`attack: a 100 MB upstream event (${shape}) ends the answer at MAX_SSE_EVENT_BYTES`, async () => {
+for (
+  const [shape, transport] of [
+    ["line", "socket"],
+    ["lines", "socket"],
+    ["line", "fetch"],
+    ["lines", "fetch"],
+  ] as const
+) {
+  Deno.test(`attack: a 100 MB upstream event (${shape}, ${transport}) ends the answer at MAX_SSE_EVENT_BYTES`, async () => {
     const upstream = startOversizedUpstream(shape, 100 * 1024 * 1024);
-    const stack = await startStack({ OPENROUTER_BASE_URL: upstream.url });
+    const stack = await startStack({
+      OPENROUTER_BASE_URL: upstream.url,
+      UPSTREAM_TRANSPORT: transport,
+    });
     try {
       const { client } = await TestClient.open(stack.wsUrl);
       collectGarbage();

@@ -15,7 +15,7 @@
  * @module
  */
 import { Samples } from "../histogram.ts";
-import { CpuMeter, MachineMeter } from "../proc.ts";
+import { CpuMeter, MachineMeter, rssBytesOf } from "../proc.ts";
 import { directProbe, WsProbe } from "../probes.ts";
 import { sleep } from "../sockets.ts";
 import { StreamLoad } from "../stream_load.ts";
@@ -37,6 +37,8 @@ export interface StreamLevelOptions {
   gapMs: number;
   /** The target's heap in bytes, when it can tell (read after window 1). */
   heapBytes?: () => Promise<number>;
+  /** The target's RSS and heap after a full GC, streams still open (read after window 2). */
+  liveMemory?: () => Promise<{ rss: number; heapUsed: number }>;
 }
 
 type Summary = ReturnType<Samples["summary"]>;
@@ -58,6 +60,10 @@ export interface StreamLevelResult {
   cpu_us_per_answer: number;
   /** The target's heap after window 1 (null when it cannot tell). */
   heap_bytes_after: number | null;
+  /** The target's resident memory at the end of window 1, streams still open. */
+  rss_bytes_streaming: number;
+  /** After window 2, after a full GC, streams still open (null when it cannot tell). */
+  live_after_gc: { rss_bytes: number; heap_bytes: number } | null;
   /** Cores busy on average over the window (1 = one core). */
   cores: {
     target: number;
@@ -99,6 +105,7 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
     const answers0 = load?.answers ?? 0;
     await sleep(o.durationMs);
     const cpu = meters.target.read();
+    const rssStreaming = rssBytesOf(o.target.pids);
     const windowS = cpu.wallUs / 1e6;
     const relayed = (load?.deltas ?? 0) - deltas0;
     const answers = (load?.answers ?? 0) - answers0;
@@ -126,6 +133,7 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
       direct.add((await directProbe(o.upstreamUrl, `probe ${direct.count}`)).firstMs);
       await jitter();
     }
+    const live = o.liveMemory ? await o.liveMemory() : null;
     if (viaTarget.count < 5) {
       throw new Error(`${o.target.name}: only ${viaTarget.count} probes in the window`);
     }
@@ -143,6 +151,8 @@ export async function measureStreamLevel(o: StreamLevelOptions): Promise<StreamL
       cpu_us_per_token: load ? cpu.cpuUs / relayed : NaN,
       cpu_us_per_answer: answers > 0 ? cpu.cpuUs / answers : NaN,
       heap_bytes_after: heapAfter,
+      rss_bytes_streaming: rssStreaming,
+      live_after_gc: live ? { rss_bytes: live.rss, heap_bytes: live.heapUsed } : null,
       cores,
       answers,
       errors: load?.errors ?? 0,

@@ -20,7 +20,8 @@ import { SessionRegistry } from "../session/registry.ts";
 import { CLOSE } from "../protocol/codes.ts";
 import type { AgentDefinition } from "../agent/definition.ts";
 import { type AgentRuntime, createRuntime } from "../agent/runtime.ts";
-import { createOpenRouter } from "../model/openrouter.ts";
+import { createOpenRouter, type ModelDeps } from "../model/openrouter.ts";
+import { createTransport, fetchOver } from "../model/transport.ts";
 import type { ModelBackend } from "../model/model.ts";
 import {
   acceptSocket,
@@ -96,10 +97,10 @@ export interface App {
   close(reason?: string): Promise<void>;
 }
 
-function resolveModel(agent: AgentDefinition, config: Config, log: Logger): ModelBackend {
+function resolveModel(agent: AgentDefinition, deps: ModelDeps): ModelBackend {
   const m = agent.model;
-  if (m === undefined) return createOpenRouter(config, log);
-  return typeof m === "function" ? m({ config, log }) : m;
+  if (m === undefined) return createOpenRouter(deps.config, deps.log, { fetch: deps.fetch });
+  return typeof m === "function" ? m(deps) : m;
 }
 
 /**
@@ -162,6 +163,8 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     : null;
   const verifier = opts.verifier ?? (config.auth ? createSupabaseVerifier(config.auth) : null);
   const agent = opts.agent ?? {};
+  // How the model's stream is read (UPSTREAM_TRANSPORT): one pool for the process.
+  const transport = createTransport(config.upstreamTransport);
   const runtime = createRuntime({
     config,
     log,
@@ -173,7 +176,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     quota,
     instance,
     agent,
-    model: resolveModel(agent, config, log),
+    model: resolveModel(agent, { config, log, fetch: fetchOver(transport) }),
   });
   const stopSweeper = runtime.startSweeper();
   const startedAt = performance.now();
@@ -288,7 +291,9 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       ]);
       clearTimeout(timer);
       await quota?.close();
+      transport.close();
       await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
+      transport.close();
     },
   };
 }

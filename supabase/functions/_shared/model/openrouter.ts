@@ -38,6 +38,8 @@ export interface OpenRouterOptions {
 export interface ModelDeps {
   config: Config;
   log: Logger;
+  /** How HTTP requests are made (UPSTREAM_TRANSPORT); default: `fetch`. */
+  fetch?: typeof fetch;
 }
 
 /** A backend, or a recipe for one that is completed from the configuration at start. */
@@ -215,7 +217,7 @@ function reasoningOf(delta: Record<string, unknown>): string {
  * ```
  */
 export function openRouter(opts: OpenRouterOptions = {}): (deps: ModelDeps) => ModelBackend {
-  return ({ config, log }) => createOpenRouter(config, log, opts);
+  return ({ config, log, fetch }) => createOpenRouter(config, log, { fetch, ...opts });
 }
 
 /**

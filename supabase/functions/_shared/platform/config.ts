@@ -57,6 +57,8 @@ export const EnvSchema = z.object({
   UPSTREAM_RETRY_BASE_MS: integer(500, 1),
   UPSTREAM_RETRY_MAX_MS: integer(8_000, 1),
   MAX_SSE_EVENT_BYTES: integer(1_048_576, 1024),
+  UPSTREAM_TRANSPORT: z.enum(["auto", "fetch", "socket"]).default("auto"),
+  CPU_BUDGET_SOFT_MS: z.union([z.literal("auto"), z.coerce.number().min(0)]).default("auto"),
   APP_URL: z.url().optional(),
   APP_TITLE: z.string().trim().min(1).max(200).optional(),
   LOG_LEVEL: z.enum(["debug", "info", "warn", "error"]).default("info"),
@@ -145,6 +147,10 @@ export interface Config {
   retryMaxMs: number;
   /** Largest upstream SSE event (or line) read; past it the answer ends with `upstream_error`. */
   maxSseEventBytes: number;
+  /** How the upstream is read: `socket` (Deno.connect), `fetch`, or `auto` (socket unless a proxy is set). */
+  upstreamTransport: "auto" | "fetch" | "socket";
+  /** Isolate CPU time after which no new work should be taken; 0 = not tracked. */
+  cpuBudgetSoftMs: number;
   appUrl: string | undefined;
   appTitle: string | undefined;
   logLevel: "debug" | "info" | "warn" | "error";
@@ -234,6 +240,12 @@ export type ConfigResult = { ok: true; config: Config } | { ok: false; errors: s
 const EDGE_RUNTIME_CONNECTION_AGE_S = 140;
 
 /**
+ * Hosted Supabase gives an isolate about 2 s of CPU time. Stopping new work
+ * at 1.5 s leaves the rest for answers already streaming.
+ */
+const EDGE_RUNTIME_CPU_BUDGET_SOFT_MS = 1500;
+
+/**
  * Parses the environment into a {@linkcode Config}.
  *
  * @example
@@ -311,6 +323,10 @@ export function loadConfig(
       retryBaseMs: e.UPSTREAM_RETRY_BASE_MS,
       retryMaxMs: e.UPSTREAM_RETRY_MAX_MS,
       maxSseEventBytes: e.MAX_SSE_EVENT_BYTES,
+      upstreamTransport: e.UPSTREAM_TRANSPORT,
+      cpuBudgetSoftMs: e.CPU_BUDGET_SOFT_MS === "auto"
+        ? (opts.edgeRuntime ? EDGE_RUNTIME_CPU_BUDGET_SOFT_MS : 0)
+        : e.CPU_BUDGET_SOFT_MS,
       appUrl: e.APP_URL,
       appTitle: e.APP_TITLE,
       logLevel: e.LOG_LEVEL,
