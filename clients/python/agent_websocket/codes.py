@@ -56,6 +56,7 @@ ERROR_CODES = (
     "too_many_connections",
     "slow_consumer",
     "interrupted",
+    "draining",
     "not_configured",
     "model_not_allowed",
     "refused",

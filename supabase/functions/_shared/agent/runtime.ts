@@ -89,6 +89,12 @@ export interface AgentRuntime {
   onError(conn: Connection, err: unknown): void;
   /** Sends `shutdown` and closes every socket with 1012 so clients reconnect. */
   shutdown(reason: string): void;
+  /**
+   * Stops taking new work here (the isolate's CPU budget is spent): each
+   * session is handed over — `shutdown` + 1012, released to the store — as
+   * soon as its answer in flight has ended, never in the middle of one.
+   */
+  drain(reason: string): void;
   /** Starts the sweeper; returns a function that stops it. */
   startSweeper(): () => void;
   /**
@@ -181,16 +187,34 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
   const allowedModels = [...new Set([model.defaultModel, ...config.allowedModels])];
   const features = ["tools", "client_tools", "approval", "reasoning"];
 
+  /** Why this process is handing its sessions over; null while it takes work. */
+  let draining: string | null = null;
+
   function makeSession(id: string, who: SessionOwner, startSeq = 0): Session {
     const session: Session = new Session(
       id,
       store,
       config,
       who,
-      (turn) => runTurn(session, turn),
+      // Once a turn has ended (and its queue moved on), a draining process may let go.
+      (turn) => runTurn(session, turn).finally(() => draining && setTimeout(() => settle(session))),
       startSeq,
     );
     return session;
+  }
+
+  /** Says goodbye to a session's socket (clients reconnect and resume) and lets it go here. */
+  function handOver(session: Session, reason: string, content: string): void {
+    session.emit({ type: "notification", event: "shutdown", content, reason, reconnect: true });
+    closeQuietly(session.socket, CLOSE.restart, "Server restart");
+    // A durable session stays resumable in another process.
+    endSession(session, store.durable ? "released" : "closed");
+  }
+
+  /** While draining: hands a session over once nothing of it runs or waits here. */
+  function settle(session: Session): void {
+    if (!draining || session.closed || session.turns.inFlight || session.turns.waiting > 0) return;
+    handOver(session, draining, "This server is handing over; reconnect");
   }
 
   const takeover = createTakeover({
@@ -260,6 +284,12 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
   }
 
   function admit(session: Session, frame: QueryFrame, id: string): void {
+    if (draining) {
+      throw new AgentError("draining", "This server is handing over; reconnect and send it again", {
+        retryable: true,
+        retryAfterMs: 0,
+      });
+    }
     if (model.configured === false) {
       throw new AgentError(
         "not_configured",
@@ -596,6 +626,18 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         await quota.prime(conn.limitKey);
         if (conn.socket.readyState !== WebSocket.OPEN) return;
       }
+      if (draining) {
+        // A process that is handing over takes no one new: reconnect, and land elsewhere.
+        sendSocketFrame(conn.socket, {
+          type: "notification",
+          event: "shutdown",
+          content: "This server is handing over; reconnect",
+          reason: draining,
+          reconnect: true,
+        });
+        closeQuietly(conn.socket, CLOSE.restart, "Server restart");
+        return;
+      }
       if (conn.resume) await resume(conn, conn.resume);
       else {
         const session = newSession(conn);
@@ -652,17 +694,15 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
 
     shutdown(reason) {
       for (const session of [...sessions.values()]) {
-        session.emit({
-          type: "notification",
-          event: "shutdown",
-          content: "The server is restarting; reconnect",
-          reason,
-          reconnect: true,
-        });
-        closeQuietly(session.socket, CLOSE.restart, "Server restart");
-        // A durable session stays resumable in another process.
-        endSession(session, store.durable ? "released" : "closed");
+        handOver(session, reason, "The server is restarting; reconnect");
       }
+    },
+
+    drain(reason) {
+      if (draining) return;
+      draining = reason;
+      log.warn("draining", { reason, sessions: sessions.size, in_flight: sessions.inFlight });
+      for (const session of [...sessions.values()]) settle(session);
     },
 
     async notify(sessionId, note) {

@@ -22,6 +22,7 @@ import type { AgentDefinition } from "../agent/definition.ts";
 import { type AgentRuntime, createRuntime } from "../agent/runtime.ts";
 import { createOpenRouter, type ModelDeps } from "../model/openrouter.ts";
 import { createTransport, fetchOver } from "../model/transport.ts";
+import { createCpuBudget } from "../platform/cpu_budget.ts";
 import type { ModelBackend } from "../model/model.ts";
 import {
   acceptSocket,
@@ -179,6 +180,19 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     model: resolveModel(agent, { config, log, fetch: fetchOver(transport) }),
   });
   const stopSweeper = runtime.startSweeper();
+  // On hosted Supabase an isolate has about 2 s of CPU in all: past the soft budget it
+  // hands its sessions over between answers, before the platform cuts one mid-stream.
+  const cpu = createCpuBudget({
+    softMs: config.cpuBudgetSoftMs,
+    fromNow: true,
+    onExceeded: (usedMs) => {
+      log.warn("cpu_budget_exceeded", {
+        used_ms: Math.round(usedMs),
+        soft_ms: config.cpuBudgetSoftMs,
+      });
+      runtime.drain("cpu_budget");
+    },
+  });
   const startedAt = performance.now();
   const openSockets = new Set<Promise<void>>();
   const open = { count: 0 };
@@ -282,6 +296,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     log,
     async close(reason = "server_stopping") {
       stopSweeper();
+      cpu.stop();
       runtime.shutdown(reason);
       // Give close frames a moment to reach clients before listeners go away.
       let timer: ReturnType<typeof setTimeout> | undefined;

@@ -86,6 +86,7 @@ export const ERROR_CODES = [
   "too_many_connections",
   "slow_consumer",
   "interrupted",
+  "draining",
   "not_configured",
   "model_not_allowed",
   "refused",

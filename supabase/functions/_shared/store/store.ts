@@ -175,6 +175,9 @@ export interface SessionStore {
   close(): Promise<void>;
 }
 
+/** What a trimmed slot of the replay log holds until the array is compacted. */
+const TRIMMED: StoredFrame = { seq: 0, json: "" };
+
 interface MemoryEntry {
   history: ChatMessage[];
   historyChars: number;
@@ -325,6 +328,8 @@ export class MemoryStore implements SessionStore {
     ) {
       e.frameBytes -= e.frames[e.head].json.length;
       this.#bytes -= e.frames[e.head].json.length;
+      // Let go of the trimmed frame now, not when the array is next compacted.
+      e.frames[e.head] = TRIMMED;
       e.head++;
     }
     // Compacting in bulk keeps appends O(1) amortised instead of shift()ing per frame.
