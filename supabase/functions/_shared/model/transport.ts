@@ -49,8 +49,8 @@ export type TransportKind = "auto" | "fetch" | "socket";
  *
  * @example
  * ```ts
- * const res = await fetch("http://127.0.0.1:8000/stream");
- * const source = sourceOfStream(res.body!);
+ * import { sourceOfStream } from "./transport.ts";
+ * const source = sourceOfStream(new Response("data: hi\n\n").body!);
  * for (let c = await source.read(); c !== null; c = await source.read()) console.log(c.length);
  * ```
  */
@@ -76,9 +76,11 @@ export class FetchTransport implements HttpTransport {
   /**
    * @example
    * ```ts
-   * const t = new FetchTransport();
-   * const res = await t.request("https://example.com/", { method: "GET" });
-   * console.log(res.status, await res.text());
+   * import { FetchTransport } from "./transport.ts";
+   * export async function status(url: string) {
+   *   const res = await new FetchTransport().request(url, { method: "GET" });
+   *   return res.status;
+   * }
    * ```
    */
   constructor(readonly fetchImpl: typeof fetch = fetch) {}
@@ -143,12 +145,15 @@ function readProxyEnv(): Record<string, string | undefined> {
  *
  * @example
  * ```ts
- * const transport = createTransport("auto");
- * try {
- *   const res = await transport.request("https://example.com/", { method: "GET" });
- *   for await (const chunk of res.body) console.log(chunk.length);
- * } finally {
- *   transport.close();
+ * import { createTransport } from "./transport.ts";
+ * export async function download(url: string) {
+ *   const transport = createTransport("auto");
+ *   try {
+ *     const res = await transport.request(url, { method: "GET" });
+ *     for await (const chunk of res.body) console.log(chunk.length);
+ *   } finally {
+ *     transport.close();
+ *   }
  * }
  * ```
  */
@@ -255,8 +260,12 @@ class TransportBackedResponse {
  *
  * @example
  * ```ts
+ * import { createTransport, fetchOver } from "./transport.ts";
+ * import { openRouter } from "./openrouter.ts";
  * const transport = createTransport("auto");
- * const client = createUpstreamClient(config, log, fetchOver(transport));
+ * const model = openRouter({ fetch: fetchOver(transport) });
+ * console.log(typeof model); // "function": completed from the config at start
+ * transport.close();
  * ```
  */
 export function fetchOver(transport: HttpTransport): typeof fetch {

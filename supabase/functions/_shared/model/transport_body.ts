@@ -56,8 +56,9 @@ export interface HttpTransport {
  *
  * @example
  * ```ts
- * const res = await transport.request("http://127.0.0.1:8000/");
- * console.log(await readText(res.body));
+ * import { readText } from "./transport_body.ts";
+ * import { sourceOfStream } from "./transport.ts";
+ * console.log(await readText(sourceOfStream(new Response("hello").body!))); // "hello"
  * ```
  */
 export async function readText(body: BodySource): Promise<string> {
@@ -76,7 +77,15 @@ export async function readText(body: BodySource): Promise<string> {
  *
  * @example
  * ```ts
- * const source = { read, cancel, [Symbol.asyncIterator]: () => iterate(source) };
+ * import { iterate } from "./transport_body.ts";
+ * import type { BodySource } from "./transport.ts";
+ * const chunks = [new TextEncoder().encode("hi")];
+ * const source: BodySource = {
+ *   read: () => Promise.resolve(chunks.shift() ?? null),
+ *   cancel: () => {},
+ *   [Symbol.asyncIterator]: () => iterate(source),
+ * };
+ * for await (const c of source) console.log(c.length); // 2
  * ```
  */
 export function iterate(source: BodySource): AsyncIterator<Uint8Array> {

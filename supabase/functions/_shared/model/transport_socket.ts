@@ -482,14 +482,17 @@ class SocketBody implements BodySource {
  *
  * @example
  * ```ts
- * const t = new SocketTransport({ caCerts: [await Deno.readTextFile("ca.pem")] });
- * const res = await t.request("https://127.0.0.1:8443/v1/chat/completions", {
- *   method: "POST",
- *   headers: { "content-type": "application/json" },
- *   body: JSON.stringify({ stream: true }),
- * });
- * for await (const chunk of res.body) console.log(chunk.length);
- * t.close();
+ * import { SocketTransport } from "./transport_socket.ts";
+ * export async function ask(url: string, caPem: string) {
+ *   const t = new SocketTransport({ caCerts: [caPem] });
+ *   const res = await t.request(url, {
+ *     method: "POST",
+ *     headers: { "content-type": "application/json" },
+ *     body: JSON.stringify({ stream: true }),
+ *   });
+ *   for await (const chunk of res.body) console.log(chunk.length);
+ *   t.close();
+ * }
  * ```
  */
 export class SocketTransport implements HttpTransport {

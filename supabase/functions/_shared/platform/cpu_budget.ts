@@ -57,6 +57,7 @@ type WithCpu = { threadCpuUsage?: () => Usage; cpuUsage?: () => Usage };
  *
  * @example
  * ```ts
+ * import { detectCpuClock } from "./cpu_budget.ts";
  * const clock = detectCpuClock();
  * console.log(clock ? `${clock.source}: ${clock.read()} ms` : "no CPU clock");
  * ```
@@ -87,14 +88,14 @@ export function detectCpuClock(): { source: "thread" | "process"; read: CpuClock
  *
  * @example
  * ```ts
+ * import { createCpuBudget } from "./cpu_budget.ts";
  * const budget = createCpuBudget({
- *   softMs: config.cpuBudgetSoftMs,
- *   onExceeded: (used) => {
- *     log.warn("cpu_budget_exceeded", { used_ms: used });
- *     app.drain("cpu_budget");
- *   },
+ *   softMs: 1500,
+ *   fromNow: true,
+ *   onExceeded: (used) => console.log(`spent ${used} ms of CPU: hand sessions over`),
  * });
- * if (budget.check()) refuseNewQuery();
+ * console.log(budget.check()); // false: nothing spent yet
+ * budget.stop();
  * ```
  */
 export function createCpuBudget(opts: CpuBudgetOptions): CpuBudget {
