@@ -76,6 +76,13 @@ export class WsProbe {
     if (frame.type === "error") {
       this.#current = null;
       q.reject(new Error(`${this.name}: ${frame.code}: ${frame.message}`));
+    } else if (frame.type === "tool_call" && frame.executor === "client") {
+      this.ws.send(JSON.stringify({
+        type: "tool_result",
+        id: q.id,
+        tool_call_id: frame.tool_call_id,
+        result: { ok: true },
+      }));
     } else if (frame.type === "response" && frame.done === false) {
       q.first ??= now;
     } else if (frame.type === "response" && frame.done === true) {
@@ -86,11 +93,27 @@ export class WsProbe {
 
   /** Asks one question and resolves when its answer is complete. */
   ask(content: string, stream = true, timeoutMs = 30_000): Promise<ProbeTiming> {
+    return this.#ask(
+      stream ? { type: "query", content } : { type: "query", content, stream: false },
+      timeoutMs,
+    );
+  }
+
+  /**
+   * Asks with a client tool declared; answers its `tool_call` at once, as an
+   * app would, and resolves when the answer after it is complete.
+   */
+  askWithTool(content: string, timeoutMs = 30_000): Promise<ProbeTiming> {
+    return this.#ask(
+      { type: "query", content, tools: [{ name: "bench_tool", description: "A bench tool" }] },
+      timeoutMs,
+    );
+  }
+
+  #ask(query: Record<string, unknown>, timeoutMs: number): Promise<ProbeTiming> {
     if (this.#current) throw new Error("one probe at a time");
     const id = `probe-${this.#n++}`;
-    const frame = JSON.stringify(
-      stream ? { type: "query", id, content } : { type: "query", id, content, stream: false },
-    );
+    const frame = JSON.stringify({ ...query, id });
     const timing = new Promise<ProbeTiming>((resolve, reject) => {
       this.#current = { id, start: performance.now(), first: null, resolve, reject };
     });

@@ -183,6 +183,19 @@ export function buildRows(r: BenchResults): Row[] {
     goal: "report the ratio",
     status: "info",
   });
+  const t = r.toolLoop;
+  if (t) {
+    rows.push({
+      section: "agent loop",
+      measure:
+        `client-tool round trip (query → tool_call → tool_result → answer), ${t.rounds} rounds`,
+      ours: `${ms(t.tool_round_trip_ms.p50)} p50`,
+      reference: `${ms(t.two_plain_ms.p50)} p50 for two plain queries`,
+      ratio: t.tool_round_trip_ms.p50 / t.two_plain_ms.p50,
+      goal: "report the loop's overhead",
+      status: "info",
+    });
+  }
   rows.push(...peerRows(r));
   return rows;
 }

@@ -7,6 +7,7 @@ import type { BenchOptions } from "./flags.ts";
 import type { Machine } from "./machine.ts";
 import type { StreamLevelResult } from "./measures/streams.ts";
 import type { NaiveResult } from "./measures/naive.ts";
+import type { ToolLoopResult } from "./measures/tool_loop.ts";
 import type { PingResult } from "./measures/ping.ts";
 import type { IdleResult } from "./measures/idle.ts";
 import type { ProfileSummary } from "./profile.ts";
@@ -45,6 +46,8 @@ export interface BenchResults {
   /** The floor relays (`options.relays`, `options.compareAt` levels). */
   floor: StreamLevelResult[];
   naive: NaiveResult;
+  /** A client-tool round trip against two plain model calls. */
+  toolLoop: ToolLoopResult;
   ping: { gateway: PingResult; echo: PingResult };
   idle: { gateway: IdleResult; echo: IdleResult };
   sweeper: SweepTimings | null;

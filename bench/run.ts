@@ -21,6 +21,7 @@ import {
 } from "./servers.ts";
 import { measureStreamLevel, type StreamLevelResult } from "./measures/streams.ts";
 import { measureNaive } from "./measures/naive.ts";
+import { measureToolLoop } from "./measures/tool_loop.ts";
 import { measurePing, type PingResult } from "./measures/ping.ts";
 import { type IdleResult, measureIdle, type MemoryReading } from "./measures/idle.ts";
 import { ensureNpmInstalled, ensurePeerInstalled, startPeer } from "./peer.ts";
@@ -134,11 +135,13 @@ async function pingAndNaive(c: Context) {
     env: o.gatewayEnv,
     transport: o.transports[0],
   });
-  let naive, pingGateway;
+  let naive, pingGateway, toolLoop;
   try {
     const target = targetOf(gateway, "gateway", true);
     c.log(`naive design: ${o.naive} full answers each way...`);
     naive = await measureNaive(target, o.naive, (o.tokens - 1) * o.gapMs);
+    c.log(`tool loop: ${o.naive} client-tool round trips...`);
+    toolLoop = await measureToolLoop(target, o.naive);
     c.log(`ping: gateway, ${o.pingClients} clients...`);
     pingGateway = await measurePing(target, o.pingClients, o.pingDurationS * 1000);
   } finally {
@@ -160,7 +163,7 @@ async function pingAndNaive(c: Context) {
     `ping: gateway ${pingGateway.round_trips_per_s.toFixed(0)}/s, ` +
       `echo ${pingEcho.round_trips_per_s.toFixed(0)}/s`,
   );
-  return { naive, ping: { gateway: pingGateway, echo: pingEcho } };
+  return { naive, toolLoop, ping: { gateway: pingGateway, echo: pingEcho } };
 }
 
 /** A Deno server's memory through its control channel. */
@@ -310,7 +313,7 @@ export async function runBench(o: BenchOptions, log: Log): Promise<BenchResults>
       for (const t of others) transports.push(await streamLevel(c, n, undefined, t));
       for (const kind of o.relays) floor.push(await relayLevel(c, kind, n));
     }
-    const { naive, ping } = await pingAndNaive(c);
+    const { naive, toolLoop, ping } = await pingAndNaive(c);
     const idleSizes = [...new Set([...o.idle, ...(o.peer ? [o.peerIdle] : [])])];
     const { idle, sweeper } = await idlePhase(c, idleSizes.sort((a, b) => a - b));
     let peer: PeerResults = { ran: false, reason: "--no-peer" };
@@ -340,6 +343,7 @@ export async function runBench(o: BenchOptions, log: Log): Promise<BenchResults>
       transports,
       floor,
       naive,
+      toolLoop,
       ping,
       idle,
       sweeper,

@@ -19,6 +19,13 @@ function benchTokens(n: number): string[] {
 }
 
 const sim = startSimulator({ tokenDelayMs: int("BENCH_GAP_MS", 50) });
+// A client-tool round trip: the model asks for `bench_tool` once, then answers like a probe.
+sim.when("toolprobe", {
+  kind: "stream",
+  toolCalls: [{ name: "bench_tool", arguments: "{}", fragments: 1 }],
+  gapMs: 1,
+  toolCallsOnce: true,
+});
 sim.when("probe", {
   kind: "stream",
   tokens: benchTokens(int("BENCH_PROBE_TOKENS", 2)),

@@ -41,6 +41,11 @@ export type Scenario =
      * split into `fragments` pieces (default 3), as OpenAI-compatible providers do.
      */
     toolCalls?: { id?: string; name: string; arguments: string; fragments?: number }[];
+    /**
+     * With `toolCalls` in a `when` rule: ask for the tools once per user
+     * message; once their results are in, the rule steps aside for the next.
+     */
+    toolCallsOnce?: boolean;
   }
   | {
     kind: "http_error";
@@ -155,7 +160,12 @@ export function startSimulator(opts: SimulatorOptions = {}): Simulator {
   function pick(body: RecordedRequest["body"]): Scenario {
     const last = [...(body.messages ?? [])].reverse().find((m) => m.role === "user")?.content ??
       "";
-    for (const [marker, scenario] of rules) if (last.includes(marker)) return scenario;
+    const answered = body.messages?.at(-1)?.role === "tool";
+    for (const [marker, scenario] of rules) {
+      if (!last.includes(marker)) continue;
+      if (answered && scenario.kind === "stream" && scenario.toolCallsOnce) continue;
+      return scenario;
+    }
     return queue.shift() ?? defaultScenario(body);
   }
 
