@@ -43,7 +43,7 @@ function deadPort(): number {
 
 Deno.test("config: SESSION_STORE defaults to auto, and the database URL is kept for it", () => {
   const c = config({});
-  assertEquals([c.store.mode, c.store.url, c.postgres], ["auto", null, null]);
+  assertEquals([c.store.mode, c.store.url], ["auto", null]);
   const withUrl = config({ SUPABASE_DB_URL: "postgres://u@db:5432/postgres" });
   assertEquals([withUrl.store.mode, withUrl.store.url], ["auto", "postgres://u@db:5432/postgres"]);
   assertEquals(withUrl.store.bufferMaxFrames, 100_000);

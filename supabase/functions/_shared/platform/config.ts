@@ -204,11 +204,6 @@ export interface Config {
   sendHardLimitBytes: number;
   /** Where sessions live; `openStore` (store/open.ts) decides from this. */
   store: StoreConfig;
-  /**
-   * Set only when SESSION_STORE is `postgres`.
-   * @deprecated Use `store` through `openStore`, which also covers `auto`.
-   */
-  postgres: { url: string; poolSize: number; flushMs: number } | null;
   /** The bearer secret of the POST /notify route; null turns the route off. */
   notifySecret: string | null;
 }
@@ -372,9 +367,6 @@ export function loadConfig(
         bufferMaxFrames: e.STORE_BUFFER_MAX_FRAMES,
         bufferMaxBytes: e.STORE_BUFFER_MAX_BYTES,
       },
-      postgres: e.SESSION_STORE === "postgres" && dbUrl
-        ? { url: dbUrl, poolSize: e.DB_POOL_SIZE, flushMs: e.FRAME_FLUSH_MS }
-        : null,
       notifySecret: e.NOTIFY_SECRET ?? e.SUPABASE_SERVICE_ROLE_KEY ?? null,
     },
   };
