@@ -90,9 +90,10 @@ export interface AgentRuntime {
   /** Sends `shutdown` and closes every socket with 1012 so clients reconnect. */
   shutdown(reason: string): void;
   /**
-   * Stops taking new work here (the isolate's CPU budget is spent): each
-   * session is handed over — `shutdown` + 1012, released to the store — as
-   * soon as its answer in flight has ended, never in the middle of one.
+   * Stops taking new work here (a planned stop, the isolate's CPU budget):
+   * each session is handed over — `shutdown` + 1012, released to the store —
+   * as soon as its answer in flight has ended, never in the middle of one.
+   * Calling it again hands over what has become idle since.
    */
   drain(reason: string): void;
   /** Starts the sweeper; returns a function that stops it. */
@@ -211,9 +212,15 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     endSession(session, store.durable ? "released" : "closed");
   }
 
-  /** While draining: hands a session over once nothing of it runs or waits here. */
+  /**
+   * While draining: hands a session over once nothing of it runs or waits
+   * here — or, with a durable store, once its turn only waits for people (the
+   * turn is checkpointed and carried on by the process that takes it over).
+   */
   function settle(session: Session): void {
-    if (!draining || session.closed || session.turns.inFlight || session.turns.waiting > 0) return;
+    if (!draining || session.closed || session.turns.waiting > 0) return;
+    const turn = session.turns.inFlight;
+    if (turn && !(store.durable && turn.waitingForPeople)) return;
     handOver(session, draining, "This server is handing over; reconnect");
   }
 
@@ -699,9 +706,11 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     },
 
     drain(reason) {
-      if (draining) return;
-      draining = reason;
-      log.warn("draining", { reason, sessions: sessions.size, in_flight: sessions.inFlight });
+      if (!draining) {
+        draining = reason;
+        log.warn("draining", { reason, sessions: sessions.size, in_flight: sessions.inFlight });
+      }
+      // Called again while draining: turns that began to wait for people since may go now.
       for (const session of [...sessions.values()]) settle(session);
     },
 

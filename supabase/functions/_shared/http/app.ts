@@ -43,6 +43,9 @@ import { pageResponse } from "./page.ts";
 /** The version reported by the health route. */
 export const VERSION = "1.1.0";
 
+/** How often a draining server looks whether its answers have ended. */
+const DRAIN_POLL_MS = 50;
+
 /** How long shutdown waits for clients to acknowledge their close frames. */
 const CLOSE_GRACE_MS = 2000;
 
@@ -96,6 +99,11 @@ export interface App {
    * resolves once they are closed (or after a short grace period).
    */
   close(reason?: string): Promise<void>;
+  /**
+   * Takes no new work and lets the answers in flight end (each session is
+   * handed over as its answer ends), for at most `graceMs`.
+   */
+  drain(reason: string, graceMs: number): Promise<void>;
 }
 
 function resolveModel(agent: AgentDefinition, deps: ModelDeps): ModelBackend {
@@ -306,9 +314,18 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       ]);
       clearTimeout(timer);
       await quota?.close();
-      transport.close();
       await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
       transport.close();
+    },
+
+    async drain(reason, graceMs) {
+      const until = performance.now() + graceMs;
+      runtime.drain(reason);
+      while (sessions.size > 0 && performance.now() < until) {
+        await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+        runtime.drain(reason);
+      }
+      if (sessions.size > 0) log.warn("drain_grace_over", { sessions: sessions.size });
     },
   };
 }
@@ -321,6 +338,8 @@ export interface RunningServer {
   port: number;
   /** Says goodbye to every client, then stops listening. */
   shutdown(reason?: string): Promise<void>;
+  /** Lets answers in flight end first (at most `graceMs`); see {@linkcode App.drain}. */
+  drain(reason: string, graceMs: number): Promise<void>;
 }
 
 /**
@@ -348,6 +367,7 @@ export function startServer(
     app,
     url: `http://${host}:${addr.port}`,
     port: addr.port,
+    drain: (reason, graceMs) => app.drain(reason, graceMs),
     async shutdown(reason) {
       await app.close(reason);
       // Deno's graceful shutdown waits for every connection, and one reset before its

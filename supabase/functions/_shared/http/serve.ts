@@ -75,7 +75,7 @@ export async function serveAgent(agent: AgentDefinition = {}): Promise<RunningSe
     });
   }
   if (!onBeforeUnload(() => server.app.close("isolate_retiring"))) {
-    installSignalHandlers(server, log);
+    installSignalHandlers(server, log, config.drainGraceMs);
   }
   dev?.started(server);
   return server;

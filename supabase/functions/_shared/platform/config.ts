@@ -89,6 +89,7 @@ export const EnvSchema = z.object({
   MAX_SESSIONS: integer(10_000, 1),
   REPLAY_MEMORY_BYTES: integer(67_108_864, 65_536),
   HANDSHAKE_TIMEOUT_SECONDS: number(10, 0.05),
+  DRAIN_GRACE_SECONDS: number(10, 0),
   MAX_ANSWER_CHARS: integer(200_000, 100),
   SLOW_CONSUMER_SECONDS: number(30, 0.05),
   HARD_MAX_MESSAGE_BYTES: integer(1_048_576, 1024),
@@ -192,6 +193,8 @@ export interface Config {
   replayMemoryBytes: number;
   /** How long an accepted upgrade may take to open before its slots are given back. */
   handshakeTimeoutMs: number;
+  /** On SIGTERM / SIGINT, how long answers in flight may take to end before the goodbye. */
+  drainGraceMs: number;
   /** An answer longer than this ends with `answer_too_large`. */
   maxAnswerChars: number;
   /** A client behind for this long without catching up gets `slow_consumer`. */
@@ -354,6 +357,7 @@ export function loadConfig(
       maxSessions: e.MAX_SESSIONS,
       replayMemoryBytes: e.REPLAY_MEMORY_BYTES,
       handshakeTimeoutMs: e.HANDSHAKE_TIMEOUT_SECONDS * 1000,
+      drainGraceMs: e.DRAIN_GRACE_SECONDS * 1000,
       maxAnswerChars: e.MAX_ANSWER_CHARS,
       slowConsumerMs: e.SLOW_CONSUMER_SECONDS * 1000,
       hardMaxMessageBytes: Math.max(e.HARD_MAX_MESSAGE_BYTES, e.MAX_MESSAGE_BYTES),

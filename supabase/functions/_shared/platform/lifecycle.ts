@@ -31,8 +31,9 @@ export function reportConfigErrors(errors: string[]): never {
 }
 
 /**
- * On SIGINT or SIGTERM: `shutdown` notification and close 1012 on every
- * socket (clients reconnect), then exit.
+ * On SIGINT or SIGTERM: no new work, answers in flight may end (for at most
+ * `drainMs`), then `shutdown` notification and close 1012 on every socket
+ * (clients reconnect and resume), then exit.
  *
  * @example
  * ```ts
@@ -43,14 +44,20 @@ export function reportConfigErrors(errors: string[]): never {
  * ```
  */
 export function installSignalHandlers(
-  server: { shutdown(reason: string): Promise<void> },
+  server: {
+    shutdown(reason: string): Promise<void>;
+    drain?(reason: string, graceMs: number): Promise<void>;
+  },
   log: Logger,
+  drainMs = 0,
 ): void {
   let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) Deno.exit(1);
     stopping = true;
     log.info("server_stopping", { signal });
+    // A planned stop lets the answers in flight end first (a second signal exits at once).
+    if (drainMs > 0) await server.drain?.("server_stopping", drainMs);
     await server.shutdown("server_stopping");
     Deno.exit(0);
   };

@@ -78,6 +78,11 @@ export class InFlight {
     });
   }
 
+  /** Whether the turn now waits only for people (an approval, a client's tool result). */
+  get waitingForPeople(): boolean {
+    return this.#waits.size > 0;
+  }
+
   /** Stops waiting for a call (its timeout passed); a late answer is then `not_found`. */
   forget(toolCallId: string): void {
     this.#waits.delete(toolCallId);
