@@ -28,6 +28,7 @@ import {
   type ResumeRequest,
 } from "../session/resume.ts";
 import { createTakeover } from "../session/takeover.ts";
+import { createSessionBounds } from "../session/bounds.ts";
 import {
   closeQuietly,
   notificationFrame,
@@ -233,7 +234,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     instance: deps.instance,
     makeSession,
     release: (session) => endSession(session, "released"),
-    admit: (key) => admitSession(key),
+    admit: (key) => bounds.admit(key),
   });
   // Another process took a session over while this one still wrote to it (it looked
   // dead to the others): nothing of it is written from here any more, so let it go.
@@ -381,45 +382,18 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     conn.session = session;
   }
 
-  /** Sessions waiting for a resume, oldest first; `key` narrows to one user's. */
-  function detached(key?: string): Session[] {
-    const out: Session[] = [];
-    for (const s of sessions.values()) {
-      if (s.detachedAt !== null && (key === undefined || s.limitKey === key)) out.push(s);
-    }
-    return out.sort((a, b) => a.detachedAt! - b.detachedAt!);
-  }
-
-  /**
-   * Makes room for a session of `key`: past the user's session bound, their
-   * oldest session waiting for a resume goes (its resume then says `not_found`).
-   * False when every session of theirs has a live socket.
-   */
-  function admitSession(key: string): boolean {
-    if (limits.acquireSession(key)) return true;
-    const oldest = detached(key)[0];
-    if (!oldest) return false;
-    log.info("session_evicted", { session: oldest.id, why: "sessions_per_user" });
-    endSession(oldest, "closed");
-    return limits.acquireSession(key);
-  }
-
-  /** Past the process's bounds on sessions and replay memory, the oldest detached ones go. */
-  function enforceBudget(): void {
-    if (sessions.size <= config.maxSessions && store.memoryBytes <= config.replayMemoryBytes) {
-      return;
-    }
-    for (const s of detached()) {
-      if (sessions.size <= config.maxSessions && store.memoryBytes <= config.replayMemoryBytes) {
-        break;
-      }
-      log.info("session_evicted", { session: s.id, why: "memory_budget" });
-      endSession(s, "closed");
-    }
-  }
+  const bounds = createSessionBounds({
+    sessions,
+    limits,
+    store,
+    log,
+    maxSessions: config.maxSessions,
+    replayMemoryBytes: config.replayMemoryBytes,
+    end: (session) => endSession(session, "closed"),
+  });
 
   function newSession(conn: Connection): Session | null {
-    if (!admitSession(conn.limitKey)) {
+    if (!bounds.admit(conn.limitKey)) {
       refuse(
         conn,
         new AgentError(
@@ -429,7 +403,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       );
       return null;
     }
-    enforceBudget();
+    bounds.enforce();
     const session = makeSession(crypto.randomUUID(), {
       owner: conn.user?.id ?? null,
       upstreamUser: conn.upstreamUser,
@@ -736,7 +710,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         policy,
         expire,
         () => {
-          enforceBudget();
+          bounds.enforce();
           return store.maintain().catch((err) =>
             log.warn("store_upkeep_failed", { err: String(err) })
           );
