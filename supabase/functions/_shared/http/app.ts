@@ -23,6 +23,7 @@ import { type AgentRuntime, createRuntime } from "../agent/runtime.ts";
 import { createOpenRouter, type ModelDeps } from "../model/openrouter.ts";
 import { createTransport, fetchOver } from "../model/transport.ts";
 import { createCpuBudget } from "../platform/cpu_budget.ts";
+import { settlesWithin, sleep } from "../platform/backoff.ts";
 import type { ModelBackend } from "../model/model.ts";
 import {
   acceptSocket,
@@ -307,12 +308,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       cpu.stop();
       runtime.shutdown(reason);
       // Give close frames a moment to reach clients before listeners go away.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      await Promise.race([
-        Promise.all(openSockets),
-        new Promise((resolve) => timer = setTimeout(resolve, CLOSE_GRACE_MS)),
-      ]);
-      clearTimeout(timer);
+      await settlesWithin(Promise.all(openSockets), CLOSE_GRACE_MS);
       await quota?.close();
       await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
       transport.close();
@@ -322,7 +318,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       const until = performance.now() + graceMs;
       runtime.drain(reason);
       while (sessions.size > 0 && performance.now() < until) {
-        await new Promise((resolve) => setTimeout(resolve, DRAIN_POLL_MS));
+        await sleep(DRAIN_POLL_MS);
         runtime.drain(reason);
       }
       if (sessions.size > 0) log.warn("drain_grace_over", { sessions: sessions.size });
@@ -372,13 +368,8 @@ export function startServer(
       await app.close(reason);
       // Deno's graceful shutdown waits for every connection, and one reset before its
       // 101 was read never finishes: stop waiting after a grace period.
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const stuck = await Promise.race([
-        server.shutdown().then(() => false),
-        new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(true), CLOSE_GRACE_MS)),
-      ]);
-      clearTimeout(timer);
-      if (stuck) app.log.warn("shutdown_connections_stuck", { waited_ms: CLOSE_GRACE_MS });
+      const done = await settlesWithin(server.shutdown(), CLOSE_GRACE_MS);
+      if (!done) app.log.warn("shutdown_connections_stuck", { waited_ms: CLOSE_GRACE_MS });
     },
   };
 }

@@ -65,3 +65,25 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
     signal?.addEventListener("abort", onAbort, { once: true });
   });
 }
+
+/**
+ * Waits for `promise`, but at most `ms`: true when it settled in time. The
+ * timer is cleared either way, so a grace period never keeps a process alive.
+ *
+ * @example
+ * ```ts
+ * import { settlesWithin } from "./backoff.ts";
+ * await settlesWithin(new Promise(() => {}), 10); // false: gave up after 10 ms
+ * ```
+ */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    return await Promise.race([
+      promise.then(() => true, () => true),
+      new Promise<boolean>((resolve) => timer = setTimeout(() => resolve(false), ms)),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -46,20 +46,35 @@ type ToolCall = Omit<Extract<ModelEvent, { type: "tool_call" }>, "type">;
 /** One call's outcome, as the `tool_result` frame says it. */
 type Outcome = { ok: true; result: unknown } | { ok: false; error: string };
 
-/** Fails after `ms`, or when `signal` aborts; never leaves a timer behind. */
-function within<T>(work: Promise<T>, ms: number, signal: AbortSignal, what: string): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
+/**
+ * A signal that aborts with `parent` (the turn), or after `ms` with a
+ * "timed out" error; `dispose` clears the timer and the link.
+ */
+function deadline(parent: AbortSignal, ms: number, what: string) {
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () => timeout.abort(new AgentError("upstream_timeout", `${what} timed out`)),
+    ms,
+  );
+  const linked = linkSignals(parent, timeout.signal);
+  return {
+    signal: linked.signal,
+    dispose() {
+      clearTimeout(timer);
+      linked.dispose();
+    },
+  };
+}
+
+/** `work`, or a rejection with the signal's reason as soon as it aborts (work that ignores it). */
+function untilAborted<T>(work: Promise<T>, signal: AbortSignal): Promise<T> {
   let onAbort: (() => void) | undefined;
   const stop = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new AgentError("upstream_timeout", `${what} timed out`)), ms);
     onAbort = () => reject(signal.reason);
     if (signal.aborted) onAbort();
     else signal.addEventListener("abort", onAbort, { once: true });
   });
-  return Promise.race([work, stop]).finally(() => {
-    clearTimeout(timer);
-    signal.removeEventListener("abort", onAbort!);
-  });
+  return Promise.race([work, stop]).finally(() => signal.removeEventListener("abort", onAbort!));
 }
 
 function parseArguments(raw: string): Record<string, unknown> | null {
@@ -84,9 +99,11 @@ async function waitAnswer(
   ms: number,
   what: string,
 ): Promise<ToolAnswer> {
+  const d = deadline(deps.turn.signal, ms, what);
   try {
-    return await within(deps.turn.waitFor(id, kind), ms, deps.turn.signal, what);
+    return await untilAborted(deps.turn.waitFor(id, kind), d.signal);
   } finally {
+    d.dispose();
     deps.turn.forget(id);
   }
 }
@@ -133,15 +150,16 @@ async function runOne(
       error: `Invalid arguments: ${first?.path.join(".") || "(root)"}: ${first?.message}`,
     };
   }
-  const ms = tool.def.timeoutMs ?? deps.timeouts.serverMs;
-  const timeout = new AbortController();
-  const timer = setTimeout(() => timeout.abort(new AgentError("upstream_timeout", "timeout")), ms);
-  const signal = linkSignals(deps.turn.signal, timeout.signal);
+  const d = deadline(
+    deps.turn.signal,
+    tool.def.timeoutMs ?? deps.timeouts.serverMs,
+    `The tool ${tool.name}`,
+  );
   try {
     const work = Promise.resolve().then(() =>
-      tool.def.execute(parsed.data, { ...deps.ctx, signal: signal.signal, toolCallId: call.id })
+      tool.def.execute(parsed.data, { ...deps.ctx, signal: d.signal, toolCallId: call.id })
     );
-    const result = await within(work, ms, deps.turn.signal, `The tool ${tool.name}`);
+    const result = await untilAborted(work, d.signal);
     return { ok: true, result: result === undefined ? null : result };
   } catch (err) {
     if (deps.turn.signal.aborted) throw err;
@@ -150,8 +168,7 @@ async function runOne(
     }
     return { ok: false, error: failure(err) };
   } finally {
-    clearTimeout(timer);
-    signal.dispose();
+    d.dispose();
   }
 }
 
