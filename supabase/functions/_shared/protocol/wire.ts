@@ -20,6 +20,12 @@ export interface FrameBase {
   timestamp: string;
   /** The query or command this frame belongs to. */
   id?: string;
+  /**
+   * In a conversation: the one socket this frame answers (its `socket_id`), e.g.
+   * a `pong` or an error about that socket's bad frame. Other sockets of the
+   * conversation count its `seq` and otherwise ignore it.
+   */
+  socket?: string;
 }
 
 /**
@@ -38,6 +44,40 @@ export interface NotificationBody {
 
 /** A `notification` frame as sent: its body plus `seq` and `timestamp`. */
 export type NotificationFrame = NotificationBody & FrameBase;
+
+/**
+ * `notification` `presence`: sent to the whole conversation when a socket
+ * joins or leaves it.
+ */
+export interface PresenceBody extends NotificationBody {
+  event: "presence";
+  /** How many sockets are attached now, on every process. */
+  sockets: number;
+  /** The socket that joined, if one did. */
+  joined?: string;
+  /** The socket that left, if one did. */
+  left?: string;
+}
+
+/** One of the user's conversations, as the `conversations` command lists them. */
+export interface ConversationSummary {
+  name: string;
+  /** Messages kept (user and assistant). */
+  messages: number;
+  /** ISO 8601: the last message or join. */
+  updated_at: string;
+}
+
+/** One hit of `search_memory`, best first. */
+export interface MemoryHit {
+  conversation: string;
+  role: "user" | "assistant";
+  content: string;
+  /** ISO 8601: when the message was said. */
+  timestamp: string;
+  /** Higher is better; only comparable within one answer. */
+  score: number;
+}
 
 /** The `status` states the server sends. */
 export type StatusState = "queued" | "thinking" | "retrying" | "cancelled";

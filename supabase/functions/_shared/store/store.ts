@@ -6,6 +6,7 @@
  * @module
  */
 import type { ChatMessage } from "../model/model.ts";
+import type { ConversationSummary, MemoryHit } from "../protocol/wire.ts";
 import type { Bus } from "./bus.ts";
 
 /** One emitted frame, already serialised: it is sent and replayed byte for byte. */
@@ -116,6 +117,8 @@ export interface SessionRecord {
   instanceAlive: boolean;
   /** A turn that was waiting for an approval or a client's tool result (turn/checkpoint.ts). */
   suspended: unknown;
+  /** The conversation's name when the session is a named conversation; null for a plain session. */
+  conversation: string | null;
 }
 
 /**
@@ -146,8 +149,20 @@ export interface SessionStore {
    * be let go.
    */
   onLost?: (sessionId: string) => void;
-  /** Records a new session. */
-  create(sessionId: string, owner: string | null): void;
+  /**
+   * Records a new session. A named `conversation` is kept for the retention
+   * period (not just the resume window), and what is said in it is searchable.
+   */
+  create(sessionId: string, owner: string | null, conversation?: string | null): void;
+  /** The owner's conversations, the most recently active first. */
+  conversations(owner: string | null): Promise<ConversationSummary[]>;
+  /** Messages of the owner's conversations that match `query`, best first. */
+  searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]>;
+  /**
+   * Clears the history and search memory of one of the owner's conversations,
+   * or of all of them; returns the session ids cleared.
+   */
+  clearMemory(owner: string | null, conversation?: string): Promise<string[]>;
   history(sessionId: string): Promise<ChatMessage[]>;
   appendHistory(sessionId: string, messages: ChatMessage[]): Promise<void>;
   clearHistory(sessionId: string): Promise<void>;
