@@ -22,6 +22,7 @@
  */
 import type postgres from "postgres";
 import type { ChatMessage } from "../model/model.ts";
+import type { ConversationSummary, MemoryHit } from "../protocol/wire.ts";
 import type { Logger } from "../platform/log.ts";
 import { fullJitterDelay } from "../platform/backoff.ts";
 import { type Bus, createPgBus } from "./bus.ts";
@@ -246,6 +247,19 @@ export class PostgresStore implements SessionStore {
   setOpenQueries(id: string, ids: string[]): void {
     this.#buf.open(id, ids);
     this.#schedule();
+  }
+
+  // Memory (conversations kept, searched, cleared): see the memory work.
+  conversations(): Promise<ConversationSummary[]> {
+    return Promise.resolve([]);
+  }
+
+  searchMemory(): Promise<MemoryHit[]> {
+    return Promise.resolve([]);
+  }
+
+  clearMemory(): Promise<string[]> {
+    return Promise.resolve([]);
   }
 
   // --- writing ---------------------------------------------------------------
@@ -810,6 +824,7 @@ export class PostgresStore implements SessionStore {
       instance: row.instance,
       instanceAlive: row.alive,
       suspended: row.suspended ?? null,
+      conversation: null,
     };
   }
 

@@ -277,6 +277,20 @@ export class MemoryStore implements SessionStore {
 
   setSuspended(): void {}
 
+  // Memory (conversations kept, searched, cleared): see the memory work.
+  conversations(): Promise<ConversationSummary[]> {
+    return Promise.resolve([]);
+  }
+
+  searchMemory(): Promise<MemoryHit[]> {
+    return Promise.resolve([]);
+  }
+
+  clearMemory(): Promise<string[]> {
+    return Promise.resolve([]);
+  }
+
+
   flush(): Promise<void> {
     return Promise.resolve();
   }
