@@ -290,7 +290,6 @@ export class MemoryStore implements SessionStore {
     return Promise.resolve([]);
   }
 
-
   flush(): Promise<void> {
     return Promise.resolve();
   }
