@@ -54,6 +54,8 @@ export interface SessionOwner {
   upstreamUser?: string;
   /** Whom the per-user bounds count it under: the user id, or the client address without auth. */
   limitKey: string;
+  /** The conversation's name when the session is a named conversation. */
+  conversation?: string | null;
 }
 
 /**
@@ -101,6 +103,8 @@ export class Session {
   readonly owner: string | null;
   readonly upstreamUser?: string;
   readonly limitKey: string;
+  /** The conversation's name (`?conversation=`), or null for a plain session. */
+  readonly conversation: string | null;
 
   /**
    * @param runTurn runs one of this session's queries to its terminal frame
@@ -118,6 +122,7 @@ export class Session {
     this.owner = who.owner;
     this.upstreamUser = who.upstreamUser;
     this.limitKey = who.limitKey;
+    this.conversation = who.conversation ?? null;
     this.turns = new Turns(this, runTurn, opts.maxQueue);
     this.#sendHardLimit = opts.sendHardLimitBytes;
   }
