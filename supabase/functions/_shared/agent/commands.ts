@@ -55,7 +55,6 @@ export function createCommands(deps: {
 }): Commands {
   const { log } = deps;
   const builtin: Record<(typeof BUILTIN_COMMANDS)[number], Run> = {
-    ...memoryCommands({ take: deps.take, onCleared: deps.onMemoryCleared }),
     cancel(session, frame) {
       const id = typeof frame.args?.id === "string" ? frame.args.id : undefined;
       session.turns.cancel(id, (target) =>
@@ -105,6 +104,7 @@ export function createCommands(deps: {
         age_s: Math.round((Date.now() - session.createdAt) / 1000),
       });
     },
+    ...memoryCommands({ take: deps.take, onCleared: deps.onMemoryCleared }),
   };
   const registry = new Map<string, Run>(Object.entries(builtin));
   for (const [name, handler] of Object.entries(deps.own)) {

@@ -228,6 +228,8 @@ interface KeptConversation {
   name: string;
   /** The last message or join (ms since the epoch). */
   updatedAt: number;
+  /** The same as a counter, so two in one millisecond still have an order. */
+  touched: number;
   /** The last messages said, for search, oldest first. */
   log: { role: "user" | "assistant"; content: string; at: number; order: number }[];
   logChars: number;
@@ -319,6 +321,7 @@ export class MemoryStore implements SessionStore {
       owner,
       name: conversation,
       updatedAt: 0,
+      touched: 0,
       log: [],
       logChars: 0,
       held: true,
@@ -334,7 +337,7 @@ export class MemoryStore implements SessionStore {
 
   /** Released conversations kept. */
   #kept = 0;
-  /** Recency of logged messages, for ties within a millisecond. */
+  /** Recency of logged messages and of activity, for ties within a millisecond. */
   #order = 0;
 
   /** A session of this process holds the conversation again (it counts as a join). */
@@ -342,6 +345,7 @@ export class MemoryStore implements SessionStore {
     if (!c.held) this.#kept--;
     c.held = true;
     c.updatedAt = Date.now();
+    c.touched = ++this.#order;
   }
 
   /** The owner's conversations, each with its session id. */
@@ -357,7 +361,7 @@ export class MemoryStore implements SessionStore {
 
   conversations(owner: string | null): Promise<ConversationSummary[]> {
     const list = this.#conversationsOf(owner).map(([, e]) => e.conversation)
-      .sort((a, b) => b.updatedAt - a.updatedAt)
+      .sort((a, b) => b.touched - a.touched)
       .slice(0, MAX_CONVERSATIONS_LISTED);
     return Promise.resolve(list.map((c) => ({
       name: c.name,
@@ -423,13 +427,14 @@ export class MemoryStore implements SessionStore {
     ) c.logChars -= c.log[drop++].content.length;
     if (drop > 0) c.log = c.log.slice(drop);
     c.updatedAt = at;
+    c.touched = ++this.#order;
   }
 
   /** Forgets the least recently active released conversations, down to 90% of the bound. */
   #evictKept(): void {
     if (this.#kept <= MEMORY_KEPT_CONVERSATIONS) return;
     const released = [...this.#entries].filter(([, e]) => e.conversation && !e.conversation.held)
-      .sort(([, a], [, b]) => a.conversation!.updatedAt - b.conversation!.updatedAt);
+      .sort(([, a], [, b]) => a.conversation!.touched - b.conversation!.touched);
     const target = Math.floor(MEMORY_KEPT_CONVERSATIONS * 0.9);
     for (const [id] of released.slice(0, this.#kept - target)) this.delete(id);
   }
