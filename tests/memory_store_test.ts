@@ -14,6 +14,7 @@ import {
   type StoreLimits,
 } from "../supabase/functions/_shared/store/store.ts";
 import { PostgresStore } from "../supabase/functions/_shared/store/postgres.ts";
+import { WriteBuffer } from "../supabase/functions/_shared/store/write_buffer.ts";
 import { createLogger } from "../supabase/functions/_shared/platform/log.ts";
 import { conversationSessionId } from "../supabase/functions/_shared/session/conversation.ts";
 import type { ChatMessage } from "../supabase/functions/_shared/model/model.ts";
@@ -441,4 +442,32 @@ Deno.test({
       await db.drop();
     }
   },
+});
+
+Deno.test("write buffer: messages for search wait in order, survive a failed write, stay bounded and go with a clear", () => {
+  const buf = new WriteBuffer({ maxFrames: 1000, maxBytes: 1 << 20 });
+  const msg = (content: string) => ({
+    id: crypto.randomUUID(),
+    role: "user" as const,
+    content,
+    at: new Date().toISOString(),
+  });
+  buf.memory("s1", [msg("a"), msg("b")]);
+  const first = buf.take(100);
+  buf.memory("s1", [msg("c")]);
+  buf.restore(first); // the write failed: a and b go back in front of c
+  const again = buf.take(100).filter((op) => op.kind === "memory");
+  assertEquals(
+    again.flatMap((op) => op.kind === "memory" ? op.messages : []).map((m) => m.content),
+    [
+      "a",
+      "b",
+      "c",
+    ],
+  );
+  assert(buf.empty);
+  const dropped = buf.memory("s2", Array.from({ length: 10_050 }, (_, i) => msg(`m${i}`)));
+  assertEquals(dropped, 50, "bounded: the oldest go");
+  buf.forgetMemory("s2");
+  assert(buf.empty, "a clear drops what waited");
 });
