@@ -1,9 +1,8 @@
 /**
  * Memory through a real server: the `conversations`, `search_memory` and
  * `clear_memory` commands, the `search_memory` tool, bad arguments, and what
- * one user can never see of another's. Conversations are seeded straight into
- * the store where a test needs them without joining; the tests that join with
- * `?conversation=` say so.
+ * one user can never see of another's. Some conversations are seeded straight
+ * into the store; the others are joined with `?conversation=`.
  */
 import { assert, assertEquals } from "./assert.ts";
 import { type Frame, type Stack, startStack, TestClient } from "./helpers.ts";
@@ -249,63 +248,99 @@ Deno.test({
   },
 });
 
-// TODO(conversations): these join with `?conversation=`, which the lead's
-// [core-conversations] commit brings; until it is merged they are skipped
-// unless CONVERSATIONS_READY is set.
-const joins = !Deno.env.get("CONVERSATIONS_READY");
-
 /** Asks a question in a conversation socket and waits for the answer to end. */
 async function ask(client: TestClient, content: string): Promise<void> {
   const t = await client.terminal(client.query(content), 5000);
   assertEquals(t.type, "response", `answered: ${content}`);
 }
 
-Deno.test({
-  name: "conversations: what is said in two joined conversations is found, one is cleared, " +
-    "then all",
-  ignore: joins,
-  async fn() {
-    await withStack(async (stack) => {
-      const trip = await TestClient.connect(`${stack.wsUrl}?conversation=trip`);
-      const work = await TestClient.connect(`${stack.wsUrl}?conversation=work`);
-      await trip.waitFor((f) => f.event === "connected", "trip connected");
-      await work.waitFor((f) => f.event === "connected", "work connected");
-      await ask(trip, "Book the night train to Vienna");
-      await ask(work, "Draft the Vienna budget");
-      const list = await command(trip, "conversations");
-      assertEquals(list.conversations.map((c: Frame) => [c.name, c.messages]).sort(), [
-        ["trip", 2],
-        ["work", 2],
-      ]);
-      const found = await command(work, "search_memory", { query: "vienna" });
-      assertEquals(
-        found.results.filter((r: Frame) => r.role === "user").map((r: Frame) => r.conversation)
-          .sort(),
-        ["trip", "work"],
-      );
-      assertEquals((await command(work, "clear_memory", { conversation: "trip" })).cleared, 1);
-      const history = await command(trip, "history");
-      assertEquals(history.messages, [], "the joined conversation's history is gone too");
-      const left = await command(trip, "search_memory", { query: "vienna" });
-      assert(left.results.every((r: Frame) => r.conversation === "work"));
-      assertEquals((await command(trip, "clear_memory")).cleared, 2);
-      assertEquals((await command(trip, "search_memory", { query: "vienna" })).results, []);
-      // A rejoin continues the conversation where it was.
-      await trip.close();
-      const again = await TestClient.connect(`${stack.wsUrl}?conversation=trip`);
-      await again.waitFor((f) => f.event === "connected" || f.event === "resumed", "rejoined");
-      await ask(again, "And a hotel in Vienna");
-      const found2 = await command(again, "search_memory", { query: "hotel" });
-      assertEquals(found2.results.map((r: Frame) => r.conversation), ["trip", "trip"]);
-      await again.close();
-      await work.close();
-    }, { RESUME_WINDOW_SECONDS: "5" });
-  },
-});
+/** Runs a test on a server with each store: memory, and Postgres (a database of its own). */
+const withEachStore: [
+  string,
+  boolean,
+  (fn: (stack: Stack) => Promise<void>, env: Record<string, string>) => Promise<void>,
+][] = [
+  ["memory", false, (fn, env) => withStack(fn, env)],
+  ["postgres", !dbAvailable, async (fn, env) => {
+    const db = await tempDatabase(true);
+    try {
+      await withStack(fn, { ...env, SESSION_STORE: "postgres", DATABASE_URL: db.url }, null);
+    } finally {
+      await db.drop();
+    }
+  }],
+];
+
+for (const [storeName, ignore, withStore] of withEachStore) {
+  Deno.test({
+    name: `conversations (${storeName}): what is said in two joined conversations is found, ` +
+      "one is cleared, then all",
+    ignore,
+    async fn() {
+      await withStore(async (stack) => {
+        const trip = await TestClient.connect(`${stack.wsUrl}?conversation=trip`);
+        const work = await TestClient.connect(`${stack.wsUrl}?conversation=work`);
+        await trip.waitFor((f) => f.event === "connected", "trip connected");
+        await work.waitFor((f) => f.event === "connected", "work connected");
+        await ask(trip, "Book the night train to Vienna");
+        await ask(work, "Draft the Vienna budget");
+        const list = await command(trip, "conversations");
+        assertEquals(list.conversations.map((c: Frame) => [c.name, c.messages]).sort(), [
+          ["trip", 2],
+          ["work", 2],
+        ]);
+        const found = await command(work, "search_memory", { query: "vienna" });
+        assertEquals(
+          found.results.filter((r: Frame) => r.role === "user").map((r: Frame) => r.conversation)
+            .sort(),
+          ["trip", "work"],
+        );
+        assertEquals((await command(work, "clear_memory", { conversation: "trip" })).cleared, 1);
+        const history = await command(trip, "history");
+        assertEquals(history.messages, [], "the joined conversation's history is gone too");
+        const left = await command(trip, "search_memory", { query: "vienna" });
+        assert(left.results.every((r: Frame) => r.conversation === "work"));
+        assertEquals((await command(trip, "clear_memory")).cleared, 2);
+        assertEquals((await command(trip, "search_memory", { query: "vienna" })).results, []);
+        // A rejoin continues the conversation where it was.
+        await trip.close();
+        const again = await TestClient.connect(`${stack.wsUrl}?conversation=trip`);
+        await again.waitFor((f) => f.event === "connected" || f.event === "resumed", "rejoined");
+        await ask(again, "And a hotel in Vienna");
+        const found2 = await command(again, "search_memory", { query: "hotel" });
+        assertEquals(found2.results.map((r: Frame) => r.conversation), ["trip", "trip"]);
+        await again.close();
+        await work.close();
+      }, { RESUME_WINDOW_SECONDS: "5" });
+    },
+  });
+
+  Deno.test({
+    name: `conversations (${storeName}): left by every socket, a conversation is kept; a rejoin ` +
+      "goes on with its history and seq",
+    ignore,
+    async fn() {
+      await withStore(async (stack) => {
+        const first = await TestClient.connect(`${stack.wsUrl}?conversation=diary`);
+        await first.waitFor((f) => f.event === "connected", "connected");
+        await ask(first, "Today I planted tomatoes");
+        const lastSeq = first.frames.at(-1)!.seq;
+        await first.close();
+        const again = await TestClient.connect(`${stack.wsUrl}?conversation=diary`);
+        const hello = await again.waitFor((f) => f.event === "connected", "connected again");
+        assert(hello.seq > lastSeq, `the seq goes on: ${hello.seq} after ${lastSeq}`);
+        const history = await command(again, "history");
+        assertEquals(history.messages.map((m: Frame) => m.role), ["user", "assistant"]);
+        const found = await command(again, "search_memory", { query: "tomatoes" });
+        assertEquals(found.results.length, 2);
+        await again.close();
+      }, { RESUME_WINDOW_SECONDS: "0" });
+    },
+  });
+}
 
 Deno.test({
   name: "conversations with auth: user B cannot list, search or clear what user A said",
-  ignore: joins,
   async fn() {
     const auth = await startAuthServer();
     try {
@@ -328,7 +363,7 @@ Deno.test({
         assertEquals((await command(b, "search_memory", { query: "surprise party" })).results, []);
         assertEquals((await command(b, "clear_memory", { conversation: "plans" })).cleared, 1);
         const still = await command(a, "search_memory", { query: "surprise" });
-        assertEquals(still.results.map((r: Frame) => r.role), ["user", "assistant"]);
+        assertEquals(still.results.map((r: Frame) => r.role).sort(), ["assistant", "user"]);
         assertEquals((await command(a, "history")).messages.length, 2, "a's history untouched");
         await a.close();
         await b.close();

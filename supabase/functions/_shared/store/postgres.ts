@@ -292,15 +292,22 @@ export class PostgresStore implements SessionStore {
 
   // --- memory (SQL in memory_sql.ts) ----------------------------------------
 
-  conversations(owner: string | null): Promise<ConversationSummary[]> {
-    if (owner !== null && !possibleId(owner)) return Promise.resolve([]);
-    return this.#query((sql) => listConversations(sql, owner));
+  async conversations(owner: string | null): Promise<ConversationSummary[]> {
+    if (owner !== null && !possibleId(owner)) return [];
+    await this.#readOwnWrites();
+    return await this.#query((sql) => listConversations(sql, owner));
   }
 
-  searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]> {
+  async searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]> {
     const terms = searchTerms(storable(query));
-    if (terms.length === 0 || (owner !== null && !possibleId(owner))) return Promise.resolve([]);
-    return this.#query((sql) => searchMessages(sql, owner, terms, limit));
+    if (terms.length === 0 || (owner !== null && !possibleId(owner))) return [];
+    await this.#readOwnWrites();
+    return await this.#query((sql) => searchMessages(sql, owner, terms, limit));
+  }
+
+  /** What was just said here is found at once (a failed write is reported by the read). */
+  async #readOwnWrites(): Promise<void> {
+    if (!this.#buf.empty) await this.flush().catch(() => {});
   }
 
   /** After this process's pending writes, so none of them lands after the clear. */
