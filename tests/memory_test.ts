@@ -377,3 +377,38 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "conversations on two processes: a clear made on one sticks on the one holding the " +
+    "conversation (it drops its cached history)",
+  ignore: !dbAvailable,
+  async fn() {
+    const db = await tempDatabase(true);
+    const env = { SESSION_STORE: "postgres", DATABASE_URL: db.url, RESUME_WINDOW_SECONDS: "5" };
+    const a = await startStack(env);
+    const b = await startStack(env);
+    try {
+      const holder = await TestClient.connect(`${a.wsUrl}?conversation=notes`);
+      await holder.waitFor((f) => f.event === "connected", "connected");
+      await ask(holder, "alpha question");
+      const other = (await TestClient.open(b.wsUrl)).client;
+      assertEquals((await command(other, "clear_memory", { conversation: "notes" })).cleared, 1);
+      // The holder hears of it through the bus; until then its cache still has alpha.
+      const end = performance.now() + 3000;
+      while ((await command(holder, "history")).messages.length > 0) {
+        assert(performance.now() < end, "the holder never dropped its cached history");
+      }
+      await ask(holder, "beta question");
+      const history = await command(holder, "history");
+      assertEquals(history.messages[0].content, "beta question");
+      assertEquals(history.messages.length, 2);
+      assertEquals((await command(other, "search_memory", { query: "alpha" })).results, []);
+      await holder.close();
+      await other.close();
+    } finally {
+      await a.close();
+      await b.close();
+      await db.drop();
+    }
+  },
+});
