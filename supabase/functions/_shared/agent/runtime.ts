@@ -336,7 +336,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         if (fresh) session.emit(connectedFrame(session, peer), peer);
         presence(session, peer, null);
         // Nothing running and nobody here: the session may follow its socket at once.
-        setTimeout(() => handOffIfIdle(session));
+        setTimeout(() => draining ? settle(session) : handOffIfIdle(session));
         return start;
       },
       left: (session, peer) => afterLeave(session, peer),
