@@ -266,9 +266,10 @@ Deno.test({
         await page.click('[data-role="connect"]');
         await waitForState(page, "open");
         await eventually(() => sockets.length > 0, "the new socket");
-        assertEquals(new URL(sockets.at(-1)!).searchParams.get("conversation"), "trip plans");
+        // Typed with a space, joined as a name the server takes.
+        assertEquals(new URL(sockets.at(-1)!).searchParams.get("conversation"), "trip-plans");
         // The page's own address keeps it, so a reload or a shared link does too.
-        assertEquals(new URL(page.url()).searchParams.get("conversation"), "trip plans");
+        assertEquals(new URL(page.url()).searchParams.get("conversation"), "trip-plans");
         await cdp.detach();
       });
 

@@ -1599,11 +1599,15 @@ function loadSettings() {
   ui.token.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
   if (!ui.url.value) ui.settings.open = true;
 }
+function conversationName(typed) {
+  return typed.trim().replace(/[^A-Za-z0-9_.:-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 128);
+}
 function saveSettings() {
   const params = new URLSearchParams(location.search);
   const set = (name, value) => value ? params.set(name, value) : params.delete(name);
   set("url", ui.url.value.trim() === servedFrom() ? "" : ui.url.value.trim());
-  set("conversation", ui.conversation.value.trim());
+  ui.conversation.value = conversationName(ui.conversation.value);
+  set("conversation", ui.conversation.value);
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
   if (ui.token.value.trim()) sessionStorage.setItem(TOKEN_KEY, ui.token.value.trim());
@@ -1639,7 +1643,7 @@ function connect() {
     setStatus(`Not a URL: ${base}`);
     return;
   }
-  const conversation = ui.conversation.value.trim();
+  const conversation = conversationName(ui.conversation.value);
   if (conversation) url.searchParams.set("conversation", conversation);
   const token = ui.token.value.trim();
   const c = new AgentClient(url.toString(), token ? {
