@@ -4,10 +4,8 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { deadline, type Frame, isTerminal, startStack, TestClient } from "./helpers.ts";
-import { DATABASE_URL, dbAvailable } from "./db.ts";
-import { type ServerProcess, startServerProcess } from "./process.ts";
-import { startSimulator } from "../dev/openrouter_simulator.ts";
-import { TEST_API_KEY } from "./helpers.ts";
+import { dbAvailable } from "./db.ts";
+import { withTwoProcesses } from "./process.ts";
 
 /** The conversation frames a socket got (seq > 0), in order. */
 function seqd(c: TestClient): Frame[] {
@@ -166,44 +164,12 @@ Deno.test("conversation: names are per user with auth; plain sessions still take
 
 // --- across processes ---------------------------------------------------------
 
-function env(simUrl: string): Record<string, string> {
-  return {
-    OPENROUTER_API_KEY: TEST_API_KEY,
-    OPENROUTER_BASE_URL: simUrl,
-    SESSION_STORE: "postgres",
-    DATABASE_URL,
-    RESUME_WINDOW_SECONDS: "30",
-    SWEEP_INTERVAL_SECONDS: "0.2",
-    FRAME_FLUSH_MS: "10",
-    RATE_LIMIT_BURST: "100",
-  };
-}
-
-async function withTwo(
-  fn: (
-    sim: ReturnType<typeof startSimulator>,
-    a: ServerProcess,
-    b: ServerProcess,
-  ) => Promise<void>,
-): Promise<void> {
-  const sim = startSimulator({ tokenDelayMs: 2 });
-  const a = await startServerProcess(env(sim.url));
-  const b = await startServerProcess(env(sim.url));
-  try {
-    await fn(sim, a, b);
-  } finally {
-    await a.kill("SIGTERM");
-    await b.kill("SIGTERM");
-    await sim.close();
-  }
-}
-
 Deno.test({
   name: "conversation on two processes: every frame on both sockets, each query answered once, " +
     "a frame over 8000 bytes arrives",
   ignore: !dbAvailable,
   fn: () =>
-    withTwo(async (sim, a, b) => {
+    withTwoProcesses(async (sim, a, b) => {
       const name = `two-${crypto.randomUUID().slice(0, 8)}`;
       const [onA, ca] = await join(a.wsUrl, name);
       const [onB, cb] = await join(b.wsUrl, name);
@@ -241,7 +207,7 @@ Deno.test({
   name: "conversation on two processes: the holder is killed; the other socket carries on",
   ignore: !dbAvailable,
   fn: () =>
-    withTwo(async (sim, a, b) => {
+    withTwoProcesses(async (sim, a, b) => {
       const name = `kill-${crypto.randomUUID().slice(0, 8)}`;
       const [onA] = await join(a.wsUrl, name); // A creates it: A holds it
       const [onB] = await join(b.wsUrl, name);
@@ -271,7 +237,7 @@ Deno.test({
     "each delta once, no interrupted",
   ignore: !dbAvailable,
   fn: () =>
-    withTwo(async (sim, a, b) => {
+    withTwoProcesses(async (sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       sim.when("[long]", {
         kind: "stream",

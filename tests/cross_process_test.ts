@@ -1,25 +1,11 @@
 import { assert, assertEquals } from "./assert.ts";
 import { DATABASE_URL, dbAvailable } from "./db.ts";
 import postgres from "postgres";
-import { deadline, isTerminal, TEST_API_KEY, TestClient } from "./helpers.ts";
-import { type ServerProcess, startServerProcess } from "./process.ts";
+import { deadline, isTerminal, TestClient } from "./helpers.ts";
+import { durableEnv, type ServerProcess, startServerProcess, withTwoProcesses } from "./process.ts";
 import { type Simulator, startSimulator } from "../dev/openrouter_simulator.ts";
 
 const NOTIFY_SECRET = "notify-secret-for-tests-0123456789";
-
-function env(simUrl: string): Record<string, string> {
-  return {
-    OPENROUTER_API_KEY: TEST_API_KEY,
-    OPENROUTER_BASE_URL: simUrl,
-    SESSION_STORE: "postgres",
-    DATABASE_URL,
-    RESUME_WINDOW_SECONDS: "30",
-    SWEEP_INTERVAL_SECONDS: "0.2",
-    FRAME_FLUSH_MS: "10",
-    NOTIFY_SECRET,
-    RATE_LIMIT_BURST: "100",
-  };
-}
 
 /** Polls an async condition every 20 ms until it holds, or fails after `ms`. */
 async function eventually(check: () => Promise<boolean>, what: string, ms = 5000) {
@@ -32,27 +18,15 @@ async function eventually(check: () => Promise<boolean>, what: string, ms = 5000
   );
 }
 
-/** Runs `fn` with the stand-in and two server processes on one database; cleans up after. */
-async function withTwoProcesses(
-  fn: (sim: Simulator, a: ServerProcess, b: ServerProcess) => Promise<void>,
-): Promise<void> {
-  const sim = startSimulator({ tokenDelayMs: 2 });
-  const a = await startServerProcess(env(sim.url));
-  const b = await startServerProcess(env(sim.url));
-  try {
-    await fn(sim, a, b);
-  } finally {
-    await a.kill("SIGTERM");
-    await b.kill("SIGTERM");
-    await sim.close();
-  }
-}
+/** Two processes on one database, /notify open to the tests. */
+const withTwo = (fn: (sim: Simulator, a: ServerProcess, b: ServerProcess) => Promise<void>) =>
+  withTwoProcesses(fn, { NOTIFY_SECRET });
 
 Deno.test({
   name: "postgres: a server killed mid-answer; another process resumes with nothing lost",
   ignore: !dbAvailable,
   fn: () =>
-    withTwoProcesses(async (sim, a, b) => {
+    withTwo(async (sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       sim.when("[first]", { kind: "stream", tokens: ["remember ", "the ", "word ", "banana"] });
       const first = client.query("[first]");
@@ -102,7 +76,7 @@ Deno.test({
   name: "postgres: resuming on another live process hands the session over losslessly",
   ignore: !dbAvailable,
   fn: () =>
-    withTwoProcesses(async (_sim, a, b) => {
+    withTwo(async (_sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       const done = client.query("a finished answer");
       const answer = await client.terminal(done);
@@ -129,7 +103,7 @@ Deno.test({
   name: "postgres: POST /notify on one process reaches a socket on another",
   ignore: !dbAvailable,
   fn: () =>
-    withTwoProcesses(async (_sim, a, b) => {
+    withTwo(async (_sim, a, b) => {
       const { client, connected } = await TestClient.open(a.wsUrl);
       // Wait until the session is durable, so B can find it.
       client.send({ type: "ping" });
@@ -177,8 +151,8 @@ for (const signal of ["SIGKILL", "SIGTERM"] as const) {
     fn: async () => {
       const sim = startSimulator({ tokenDelayMs: 2 });
       const fixture = new URL("./fixtures/approval_agent.ts", import.meta.url).pathname;
-      const a = await startServerProcess(env(sim.url), fixture);
-      const b = await startServerProcess(env(sim.url), fixture);
+      const a = await startServerProcess(durableEnv(sim.url), fixture);
+      const b = await startServerProcess(durableEnv(sim.url), fixture);
       const sql = postgres(DATABASE_URL, { max: 1, onnotice: () => {} });
       try {
         const { client, connected } = await TestClient.open(a.wsUrl);

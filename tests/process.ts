@@ -4,7 +4,9 @@
  *
  * @module
  */
-import { deadline } from "./helpers.ts";
+import { deadline, TEST_API_KEY } from "./helpers.ts";
+import { DATABASE_URL } from "./db.ts";
+import { type Simulator, startSimulator } from "../dev/openrouter_simulator.ts";
 
 /** A server process. */
 export interface ServerProcess {
@@ -73,4 +75,39 @@ export async function startServerProcess(
       await pumps;
     },
   };
+}
+
+/** The environment of a server process on the test database, with short timers. */
+export function durableEnv(simUrl: string, extra: Record<string, string> = {}) {
+  return {
+    OPENROUTER_API_KEY: TEST_API_KEY,
+    OPENROUTER_BASE_URL: simUrl,
+    SESSION_STORE: "postgres",
+    DATABASE_URL,
+    RESUME_WINDOW_SECONDS: "30",
+    SWEEP_INTERVAL_SECONDS: "0.2",
+    FRAME_FLUSH_MS: "10",
+    RATE_LIMIT_BURST: "100",
+    ...extra,
+  };
+}
+
+/**
+ * Runs `fn` with the OpenRouter stand-in and two server processes on one
+ * database (`extra` added to their environment); cleans up after.
+ */
+export async function withTwoProcesses(
+  fn: (sim: Simulator, a: ServerProcess, b: ServerProcess) => Promise<void>,
+  extra: Record<string, string> = {},
+): Promise<void> {
+  const sim = startSimulator({ tokenDelayMs: 2 });
+  const a = await startServerProcess(durableEnv(sim.url, extra));
+  const b = await startServerProcess(durableEnv(sim.url, extra));
+  try {
+    await fn(sim, a, b);
+  } finally {
+    await a.kill("SIGTERM");
+    await b.kill("SIGTERM");
+    await sim.close();
+  }
 }

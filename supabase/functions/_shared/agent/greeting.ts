@@ -7,21 +7,11 @@
  */
 import type { Config } from "../platform/config.ts";
 import type { ModelBackend } from "../model/model.ts";
-import { PROTOCOL_VERSION } from "../protocol/codes.ts";
+import { FEATURES, PROTOCOL_VERSION } from "../protocol/codes.ts";
 import type { NotificationBody } from "../protocol/wire.ts";
 import type { Peer, Session } from "../session/session.ts";
 import type { AgentDefinition } from "./definition.ts";
 import type { ToolSet } from "./tools.ts";
-
-/** What this server offers, for every client to read in `connected.features`. */
-export const SERVER_FEATURES = [
-  "tools",
-  "client_tools",
-  "approval",
-  "reasoning",
-  "conversations",
-  "memory",
-] as const;
 
 /** See {@linkcode createGreeting}. */
 export interface Greeting {
@@ -71,7 +61,8 @@ export function createGreeting(deps: {
         model: model.defaultModel,
         models: deps.allowedModels,
         simulator: config.simulator,
-        features: [...SERVER_FEATURES],
+        // This server offers every feature the protocol has.
+        features: [...FEATURES],
         tools: tools.describe(),
         commands: deps.commands,
         limits: {
