@@ -971,7 +971,10 @@ export class AgentClient {
     }
     if (this.#open()) this.#dispatch(f);
     if (this.#open()) {
-      const open = { sessionId, resumed, replayed, socketId, conversation: this.#conversation };
+      const open: AgentClientEvents["open"] = { sessionId, resumed, replayed };
+      if (this.#conversation !== undefined) {
+        Object.assign(open, { socketId, conversation: this.#conversation });
+      }
       this.#events.emit("open", open);
     }
     if (!replayed) this.#afterReplay();
