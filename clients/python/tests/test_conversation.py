@@ -34,11 +34,13 @@ class ConversationTest(unittest.IsolatedAsyncioTestCase):
         async def script(ws, n):
             await ws.send(connected("s1", 7))
             await ws.send(frame(8, type="notification", event="presence", sockets=2, joined="s2"))
-            ping = json.loads(await ws.recv())
-            # Another socket's pong with our ping's id, and its connected: not ours.
-            await ws.send(frame(9, type="pong", id=ping["id"], socket="s2"))
+            cmd = json.loads(await ws.recv())
+            # Another socket's error with our command's id, and its connected: not ours.
+            await ws.send(frame(9, type="error", id=cmd["id"], socket="s2", code="invalid_json",
+                                message="bad frame", retryable=False))
             await ws.send(connected("s3", 10))
-            await ws.send(frame(11, type="pong", id=ping["id"], socket="s1"))
+            await ws.send(frame(11, type="notification", event="history", id=cmd["id"],
+                                socket="s1", messages=[]))
             query = json.loads(await ws.recv())
             for f in [
                 frame(12, type="status", id="theirs", state="thinking"),
@@ -50,13 +52,15 @@ class ConversationTest(unittest.IsolatedAsyncioTestCase):
 
         async with ScriptedServer(script) as server:
             client = AgentClient(server.url + "/?session_id=ignored", conversation="team", **FAST)
-            presence, pongs = [], []
+            presence, errors, seen = [], [], []
             client.on("presence", lambda p: presence.append(p["sockets"]))
-            client.on("frame", lambda f: f["type"] == "pong" and pongs.append(f["seq"]))
+            client.on("error", errors.append)
+            client.on("frame", lambda f: seen.append(f["seq"]))
             async with client:
                 self.assertEqual((client.socket_id, client.conversation), ("s1", "team"))
-                await asyncio.wait_for(client.ping(), 5)
-                self.assertEqual(pongs, [9, 11], "the client saw both; only ours answered")
+                self.assertEqual(await asyncio.wait_for(client.history(), 5), [])
+                self.assertEqual(errors, [], "another socket's error is not this client's")
+                self.assertEqual(seen, [7, 8, 9, 10, 11], "yet every frame counts")
                 ask = client.ask("hi")
                 self.assertEqual((await asyncio.wait_for(ask, 5))["content"], "y")
                 self.assertEqual(client.last_seq, 14)
