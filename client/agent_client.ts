@@ -765,9 +765,12 @@ export class AgentClient {
    * ```
    */
   clearMemory(conversation?: string): Promise<MemoryClearedFrame> {
-    const args = conversation === undefined
-      ? undefined
-      : { conversation: checkConversation(conversation) };
+    let args: Record<string, unknown> | undefined;
+    try {
+      if (conversation !== undefined) args = { conversation: checkConversation(conversation) };
+    } catch (e) {
+      return Promise.reject(e); // a promise-returning method rejects, never throws
+    }
     return this.#memoryCommand<MemoryClearedFrame>("clear_memory", "memory_cleared", args);
   }
 
