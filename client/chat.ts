@@ -153,9 +153,9 @@ function open(conversation?: string): AgentClient {
         if (approvals.length === 1) promptApproval();
       }),
   });
-  // Listeners of a client left by /join stay quiet: its last frames are no longer this chat's.
+  // A client left by /join is heard while it finishes what it had in flight, then never again.
   const on: typeof c.on = (type, listener) =>
-    c.on(type, (e) => c === client ? listener(e) : undefined);
+    c.on(type, (e) => c === client || finishing.has(c) ? listener(e) : undefined);
 
   on("status", (s) => {
     if (!c.isOwnQuery(s.id) && !announced.has(s.id)) {
@@ -225,9 +225,14 @@ function onToolResult(r: ToolResultFrame) {
   );
 }
 
+// Clients left by /join that still answer what was asked before it.
+const finishing = new Set<AgentClient>();
 let client = open();
 
-/** Leaves the current conversation (or session) for conversation `name`. */
+/**
+ * Moves to conversation `name`: what is typed from now on goes there, while the client left
+ * behind finishes the answers and commands it had in flight, and then closes.
+ */
 function join(name: string) {
   try {
     checkConversation(name);
@@ -235,24 +240,30 @@ function join(name: string) {
     return dim(`[${errorText(e)}]`);
   }
   const old = client;
-  // Questions about the old conversation's tools cannot be answered from the new one.
-  approvals.length = 0;
+  finishing.add(old);
   client = open(name);
   dim(`[joining conversation ${name}]`);
-  old.close();
+  Promise.allSettled([...pending]).then(() => {
+    finishing.delete(old);
+    old.close();
+  });
 }
 
-const answers = new Set<Promise<unknown>>();
+// Answers and commands in flight: the end of input, and /join, wait for them.
+const pending = new Set<Promise<unknown>>();
+
+function track(p: Promise<unknown>) {
+  pending.add(p);
+  p.finally(() => pending.delete(p));
+}
 
 function ask(content: string) {
-  const answer = client.ask(content).response.catch(localError);
-  answers.add(answer);
-  answer.finally(() => answers.delete(answer));
+  track(client.ask(content).response.catch(localError));
 }
 
 /** Runs a slash command; returns false for /quit. */
 function command(line: string): boolean {
-  const report = <T>(p: Promise<T>, done: (v: T) => void) => p.then(done, localError);
+  const report = <T>(p: Promise<T>, done: (v: T) => void) => track(p.then(done, localError));
   const [name, ...words] = line.split(/\s+/);
   const rest = words.join(" ");
   switch (name) {
@@ -332,7 +343,7 @@ for await (const raw of lines(Deno.stdin.readable)) {
   }
 }
 // At end of input (e.g. piped questions) let pending answers finish; /quit leaves at once.
-if (eof) await Promise.allSettled(answers);
+if (eof) await Promise.allSettled(pending);
 quitting = true;
 client.close();
 Deno.exit(0);
