@@ -966,11 +966,10 @@ export class AgentClient {
     if (lost) {
       // Queries the old session had are gone; frames never sent go to the new session. The
       // server's not_found / resume_gap error, before or after `connected`, is an error event.
-      this.#failSent(
-        new AgentError("session_lost", `Session ${previous} expired; a new session started`, {
-          retryable: true,
-        }),
-      );
+      const why = wasJoined
+        ? `Frames of conversation ${this.#conversation} were missed; what was in flight is given up`
+        : `Session ${previous} expired; a new session started`;
+      this.#failSent(new AgentError("session_lost", why, { retryable: true }));
     }
     if (this.#open()) this.#dispatch(f);
     if (this.#open()) {

@@ -180,7 +180,7 @@ Deno.test("sdk conversation: a client tool runs on the client whose query declar
     b.on("tool_result", (r) => results.push(`${r.tool}:${r.ok}`));
     const h = b.ask("[where] am I?");
     const final = await deadline(h.response, 5000, "the answer");
-    assertEquals(final.content, "You are in Oslo.");
+    assert(final.content.includes('{"city":"Oslo"}'), final.content);
     assertEquals(runs, ["b"], "only the asking client ran its tool");
     assertEquals(results, ["get_location:true"]);
   } finally {
