@@ -3,8 +3,11 @@
 // go on, presence is counted, client tools run where they were declared, and the memory
 // commands answer typed.
 import { AgentClient, type ServerFrame } from "../client/mod.ts";
+import { startSimulator } from "../dev/openrouter_simulator.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { deadline, eventually, startStack } from "./helpers.ts";
+import { DATABASE_URL, dbAvailable } from "./db.ts";
+import { deadline, eventually, startStack, TEST_API_KEY } from "./helpers.ts";
+import { startServerProcess } from "./process.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
 
 const FAST = {
@@ -225,4 +228,120 @@ Deno.test("sdk conversation: memory commands list, search and clear conversation
     work.close();
     await stack.close();
   }
+});
+
+Deno.test({
+  name:
+    "sdk conversation on two processes (postgres): clients on either process share the answers; " +
+    "one that drops comes back through the other process with nothing lost or doubled",
+  ignore: !dbAvailable,
+  async fn() {
+    const sim = startSimulator({ tokenDelayMs: 2 });
+    const env = {
+      OPENROUTER_API_KEY: TEST_API_KEY,
+      OPENROUTER_BASE_URL: sim.url,
+      SESSION_STORE: "postgres",
+      DATABASE_URL,
+      RESUME_WINDOW_SECONDS: "30",
+      SWEEP_INTERVAL_SECONDS: "0.2",
+      FRAME_FLUSH_MS: "10",
+      RATE_LIMIT_BURST: "100",
+    };
+    const a = await startServerProcess(env);
+    const b = await startServerProcess(env);
+    // The wandering client's URL leads to whichever process the "load balancer" picks now.
+    const ports = [a, b].map((p) => Number(new URL(p.url).port));
+    let target = 1;
+    const balancer = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const conns = new Set<Deno.Conn>();
+    (async () => {
+      for await (const conn of balancer) {
+        conns.add(conn);
+        const upstream = await Deno.connect({ hostname: "127.0.0.1", port: ports[target] });
+        conns.add(upstream);
+        const pipe = (from: Deno.Conn, to: Deno.Conn) =>
+          from.readable.pipeTo(to.writable).catch(() => {}).finally(() => {
+            for (const c of [from, to]) {
+              conns.delete(c);
+              try {
+                c.close();
+              } catch { /* already closed */ }
+            }
+          });
+        pipe(conn, upstream);
+        pipe(upstream, conn);
+      }
+    })().catch(() => {});
+    const cutAll = () => {
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      }
+      conns.clear();
+    };
+    const name = `sdk-two-${crypto.randomUUID().slice(0, 8)}`;
+    const home = new AgentClient(a.wsUrl, { ...FAST, conversation: name });
+    const rover = new AgentClient(`ws://127.0.0.1:${balancer.addr.port}`, {
+      ...FAST,
+      conversation: name,
+    });
+    try {
+      const framesHome = record(home), framesRover = record(rover);
+      await home.connect();
+      await rover.connect(); // through the balancer, to process b
+      await eventually(() => home.sockets === 2 && rover.sockets === 2, "presence 2", 5000);
+      const resumes: boolean[] = [];
+      rover.on("open", (e) => resumes.push(e.resumed));
+      const ids: string[] = [];
+      for (let round = 0; round < 4; round++) {
+        const tokens = Array.from({ length: 20 }, (_, i) => `p${round}t${i} `);
+        sim.when(`[p${round}]`, { kind: "stream", tokens, gapMs: 4 });
+        // Rounds alternate who asks; the rover loses its connection mid-answer and comes back
+        // through the other process.
+        const asker = round % 2 ? rover : home;
+        const h = asker.ask(`[p${round}]`);
+        ids.push(h.id);
+        let seen = 0;
+        const off = rover.on("response", (r) => {
+          if (r.id === h.id && ++seen === 5) {
+            target = 1 - target;
+            cutAll();
+          }
+        });
+        assertEquals(
+          (await deadline(h.response, 15_000, `answer ${round}`)).content,
+          tokens.join(""),
+        );
+        off();
+        for (const frames of [framesHome, framesRover]) {
+          await eventually(
+            () => frames.some((f) => f.type === "response" && f.id === h.id && f.done),
+            `answer ${round} on both clients`,
+            15_000,
+          );
+          assertEquals(streamedText(frames, h.id), tokens.join(""), `round ${round}`);
+        }
+      }
+      assert(resumes.filter((r) => r).length >= 2, `the rover resumed: ${resumes}`);
+      await eventually(() => rover.lastSeq === home.lastSeq, "caught up", 5000);
+      assertGapless(framesRover, "rover");
+      assertGapless(framesHome, "home");
+      for (const frames of [framesHome, framesRover]) {
+        for (const id of ids) {
+          const ends = frames.filter((f) => f.id === id && f.type === "response" && f.done);
+          assertEquals(ends.length, 1, `one end of ${id}`);
+        }
+      }
+      assertEquals(sim.requests.length, ids.length, "each query went upstream once");
+    } finally {
+      home.close();
+      rover.close();
+      balancer.close();
+      cutAll();
+      await a.kill("SIGTERM");
+      await b.kill("SIGTERM");
+      await sim.close();
+    }
+  },
 });
