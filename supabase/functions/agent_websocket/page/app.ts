@@ -15,6 +15,7 @@ import {
   AgentClient,
   AgentError,
   type AskHandle,
+  CONVERSATION_NAME,
   type ServerFrame,
   type StatusFrame,
 } from "../../../../client/mod.ts";
@@ -136,6 +137,11 @@ function connect() {
     return;
   }
   const conversation = ui.conversation.value.trim();
+  if (conversation && !CONVERSATION_NAME.test(conversation)) {
+    setState("closed", "bad conversation name");
+    setStatus("A conversation name is 1-128 of A-Z a-z 0-9 _ . : - (no spaces)");
+    return;
+  }
   if (conversation) url.searchParams.set("conversation", conversation);
   const token = ui.token.value.trim();
   const c = new AgentClient(url.toString(), token ? { token } : {});
