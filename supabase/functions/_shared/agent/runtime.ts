@@ -335,6 +335,8 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         session.attach(peer);
         if (fresh) session.emit(connectedFrame(session, peer), peer);
         presence(session, peer, null);
+        // Nothing running and nobody here: the session may follow its socket at once.
+        setTimeout(() => handOffIfIdle(session));
         return start;
       },
       left: (session, peer) => afterLeave(session, peer),
@@ -344,13 +346,20 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
 
   /** Connections of sockets relayed to sessions held elsewhere, by socket id. */
   const relayedConns = new Map<string, Connection>();
+  /** Every socket with its session found (attached here or relayed), by socket id. */
+  const open = new Map<string, Connection>();
   const relays = bus
     ? createRelays({
       log,
       bus,
       store,
       instance: me,
+      sendHardLimitBytes: config.sendHardLimitBytes,
       adopt: (rec, sockets) => adoptRelayed(rec.id, rec.holder, sockets),
+      redeliver(socketId, data) {
+        const conn = open.get(socketId);
+        if (conn) onMessage(conn, data);
+      },
     })
     : null;
 
@@ -385,6 +394,12 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     if (msg.from === me) return;
     remotePeers?.onBus(msg);
     relays?.onBus(msg);
+    if (msg.kind === "bounce" && msg.to === me && !relays?.wants(msg.session)) {
+      // Its socket was adopted here meanwhile.
+      const conn = open.get(msg.socket);
+      if (conn) onMessage(conn, msg.data);
+      return;
+    }
     const session = sessions.get(msg.session);
     if (!session || session.closed) return;
     if (msg.kind === "notify") {
@@ -746,7 +761,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
    * A socket asks for a named conversation or resumes a plain session. A plain
    * session that cannot be resumed is replaced by a fresh one that says why.
    */
-  async function open(conn: Connection): Promise<void> {
+  async function admitSocket(conn: Connection): Promise<void> {
     if (conn.conversation !== null) {
       const id = await conversationSessionId(conn.user?.id ?? null, conn.conversation);
       const lastSeq = conn.resume?.lastSeq ?? null;
@@ -924,12 +939,15 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       // everyone else on, so they land on a process that stays.
       if (draining && !(await heldHere(conn))) return redirect(conn);
       try {
-        await open(conn);
+        await admitSocket(conn);
       } catch (err) {
         log.error("open_failed", { err: String(err).slice(0, 300) });
         if (!conn.session && !conn.relayed) return refuse(conn, err);
       }
       watchExpiry(conn);
+      if ((conn.session || conn.relayed) && conn.socket.readyState === WebSocket.OPEN) {
+        open.set(conn.socketId, conn);
+      }
       // Frames that arrived while the session was being found are handled in order.
       const inbox = conn.inbox.splice(0);
       for (const data of inbox) onMessage(conn, data);
@@ -940,6 +958,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
 
     onClose(conn, code, reason) {
       clearTimeout(conn.expiry);
+      open.delete(conn.socketId);
       if (conn.relayed) {
         relays?.leave(conn.relayed, conn.socketId);
         relayedConns.delete(conn.socketId);

@@ -52,6 +52,10 @@ interface Relayed {
   chain: Promise<void>;
   /** Set while the session is being adopted here. */
   adopting: boolean;
+  /** Joins in progress: an adoption waits for them, so no socket gets its replay twice. */
+  joins: Set<Promise<unknown>>;
+  /** Client frames the old holder sent back (it let go): for the next holder, in order. */
+  bounced: { socket: string; data: string }[];
 }
 
 /** What a relay needs. */
@@ -61,12 +65,16 @@ export interface RelaysDeps {
   store: SessionStore;
   /** This process's id on the bus. */
   instance: string;
+  /** Above this many bytes queued on a socket, its client is taken to have stopped reading. */
+  sendHardLimitBytes: number;
   /**
    * The holder let go or went silent: take the session here, with these
    * sockets (each to continue after its `lastSent`). Resolves false when
    * another process got it first (the relay then follows the new holder).
    */
   adopt(record: { id: string; holder: string | null }, sockets: RelaySocket[]): Promise<boolean>;
+  /** Hands a client frame to its socket's session again, wherever that is now. */
+  redeliver(socketId: string, data: string): void;
 }
 
 /** How a socket joins: fresh (greeted by the holder) or resuming after a seq. */
@@ -139,6 +147,11 @@ export function createRelays(deps: RelaysDeps): Relays {
     for (const f of frames) {
       if (f.seq <= sock.lastSent) continue;
       if (f.seq !== sock.lastSent + 1) return false;
+      // A client that stops reading must not grow our memory without bound; it may resume.
+      if (sock.ws.bufferedAmount > deps.sendHardLimitBytes) {
+        closeQuietly(sock.ws, 1013, "Client is not reading");
+        return true;
+      }
       sock.lastSent = f.seq;
       try {
         sock.ws.send(f.json);
@@ -186,19 +199,27 @@ export function createRelays(deps: RelaysDeps): Relays {
     r.adopting = true;
     const holder = r.holder;
     try {
+      await Promise.allSettled([...r.joins]);
       const sockets = [...r.sockets.values()];
-      relayed.delete(r.id);
-      if (await deps.adopt({ id: r.id, holder }, sockets)) return;
+      // Client frames that come meanwhile wait in `bounced` and follow the adoption.
+      const redeliver = () => {
+        if (relayed.get(r.id) === r) relayed.delete(r.id);
+        for (const b of r.bounced.splice(0)) deps.redeliver(b.socket, b.data);
+      };
+      if (await deps.adopt({ id: r.id, holder }, sockets)) return redeliver();
       // Another process got it first: follow it.
       const rec = await store.load(r.id);
       if (rec?.instance && rec.instance !== instance) {
+        if (relayed.get(r.id) === r) relayed.delete(r.id);
         for (const sock of sockets) {
           await join(rec, { id: sock.id, ws: sock.ws, lastSeq: sock.lastSent });
         }
-        return;
+        return redeliver();
       }
+      if (relayed.get(r.id) === r) relayed.delete(r.id);
       for (const sock of sockets) closeQuietly(sock.ws, 1012, "Server restart");
     } catch (err) {
+      if (relayed.get(r.id) === r) relayed.delete(r.id);
       log.error("relay_adopt_failed", { session: r.id, err: String(err) });
       for (const sock of r.sockets.values()) closeQuietly(sock.ws, 1012, "Server restart");
     } finally {
@@ -223,7 +244,16 @@ export function createRelays(deps: RelaysDeps): Relays {
     if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(timer);
   }
 
-  async function join(record: SessionRecord, socket: RelayJoin): Promise<boolean> {
+  function join(record: SessionRecord, socket: RelayJoin): Promise<boolean> {
+    const r = relayed.get(record.id);
+    const run = joinOnce(record, socket);
+    const held = relayed.get(record.id) ?? r;
+    held?.joins.add(run);
+    run.finally(() => held?.joins.delete(run));
+    return run;
+  }
+
+  async function joinOnce(record: SessionRecord, socket: RelayJoin): Promise<boolean> {
     const holder = record.instance!;
     let r = relayed.get(record.id);
     if (r && r.holder !== holder) r = undefined;
@@ -240,6 +270,8 @@ export function createRelays(deps: RelaysDeps): Relays {
         waiting: [],
         chain: Promise.resolve(),
         adopting: false,
+        joins: new Set(),
+        bounced: [],
       };
       relayed.set(record.id, r);
       startTimer();
@@ -294,6 +326,7 @@ export function createRelays(deps: RelaysDeps): Relays {
     forward(sessionId, socketId, data) {
       const r = relayed.get(sessionId);
       if (!r || !r.sockets.has(socketId)) return;
+      if (r.adopting) return void r.bounced.push({ socket: socketId, data });
       publish(r, {
         kind: "client",
         session: sessionId,
@@ -331,6 +364,11 @@ export function createRelays(deps: RelaysDeps): Relays {
         if (!sock) return;
         if (msg.say) sendSocketFrame(sock.ws, msg.say);
         closeQuietly(sock.ws, msg.code, msg.reason);
+      } else if (msg.kind === "bounce" && msg.to === instance) {
+        // Held for the holder that comes next (its `released` follows once what it wrote is
+        // durable); already following a new one: on to it.
+        if (msg.from === r.holder) r.bounced.push({ socket: msg.socket, data: msg.data });
+        else deps.redeliver(msg.socket, msg.data);
       } else if (msg.kind === "released" && msg.from === r.holder) {
         // The holder let go once durable: whatever it published is in the store.
         handOver(r);

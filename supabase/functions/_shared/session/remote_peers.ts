@@ -134,6 +134,16 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
         const peer = session?.peers.get(msg.socket);
         if (session && !session.closed && peer?.instance === msg.from) {
           deps.received(session, peer, msg.data);
+        } else if (!session || session.closed) {
+          // Let go of meanwhile: the relay gives it to whoever holds the session now.
+          publish(msg.session, {
+            kind: "bounce",
+            session: msg.session,
+            from: instance,
+            to: msg.from,
+            socket: msg.socket,
+            data: msg.data,
+          });
         }
       }
     },

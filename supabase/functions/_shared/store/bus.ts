@@ -113,6 +113,19 @@ export const BusMessage = z.discriminatedUnion("kind", [
     /** A socket-only frame to send before closing (seq 0), e.g. `session_taken_over`. */
     say: JsonObject.optional(),
   }),
+  /**
+   * A client frame reached a process that no longer holds its session (it
+   * let go meanwhile): sent back to the relay `to`, which hands it to
+   * whoever holds the session now.
+   */
+  z.object({
+    kind: z.literal("bounce"),
+    session: z.string(),
+    from: z.string(),
+    to: z.string(),
+    socket: z.string(),
+    data: z.string(),
+  }),
   /** The memory of `session` was cleared: its holder forgets its cached history. */
   z.object({ kind: z.literal("cleared"), session: z.string(), from: z.string() }),
 ]);
@@ -180,6 +193,9 @@ export function createPgBus(client: postgres.Sql | PgClientSource): Bus {
     const parsed = BusMessage.safeParse(raw);
     if (parsed.success) { for (const fn of handlers) fn(parsed.data); }
   };
+  // Messages are handled in the order they were sent: one read by reference holds
+  // back the small ones after it (a client's frames must reach the holder in order).
+  let order: Promise<void> = Promise.resolve();
   const deliver = (payload: string) => {
     let raw: unknown;
     try {
@@ -188,16 +204,18 @@ export function createPgBus(client: postgres.Sql | PgClientSource): Bus {
       return;
     }
     const ref = Reference.safeParse(raw);
-    if (!ref.success) return dispatch(raw);
+    if (!ref.success) {
+      order = order.then(() => dispatch(raw));
+      return;
+    }
     if (wanted && !wanted({ session: ref.data.session, to: ref.data.to })) return;
-    source.sql<{ payload: string }[]>`
+    const read = source.sql<{ payload: string }[]>`
       select payload from agent_websocket.bus_payloads where id = ${ref.data.ref}`
-      .then(([row]) => {
-        if (row) dispatch(JSON.parse(row.payload));
-      })
-      .catch(() => {
-        // The database went away meanwhile; the receiver fills gaps from the store.
-      });
+      .then(([row]) => row ? JSON.parse(row.payload) : undefined)
+      .catch(() => undefined); // The database went away; receivers fill gaps from the store.
+    order = order.then(() => read).then((msg) => {
+      if (msg !== undefined) dispatch(msg);
+    });
   };
   // One LISTEN per client: postgres.js listens again by itself after a reset (also
   // when the first attempt failed because the database was away), and a second
