@@ -752,7 +752,8 @@ export class AgentClient {
 
   /**
    * Forgets the history of one conversation, or of all the user's conversations when none is
-   * named (the `clear_memory` command; v1.1). Resolves with how many messages went.
+   * named (the `clear_memory` command; v1.1). `cleared` says how many conversations were emptied;
+   * they stay, empty, and can go on.
    *
    * @example
    * ```ts
@@ -760,7 +761,7 @@ export class AgentClient {
    * const client = new AgentClient("ws://127.0.0.1:8000");
    * async function demo() {
    *   const { cleared } = await client.clearMemory("old-trip");
-   *   console.log(`${cleared} messages forgotten`);
+   *   console.log(`${cleared} conversation emptied`);
    * }
    * ```
    */

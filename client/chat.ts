@@ -296,7 +296,7 @@ function command(line: string): boolean {
     case "/clear":
       report(
         client.clearMemory(rest || undefined),
-        (n) => dim(`[forgot ${n.cleared} messages of ${n.conversation ?? "every conversation"}]`),
+        (n) => dim(`[emptied ${n.cleared} conversation(s): ${n.conversation ?? "all of yours"}]`),
       );
       break;
     default:

@@ -118,13 +118,13 @@ export type SearchMemoryFrame = NotificationBody & FrameBase & {
 };
 
 /**
- * The answer to the `clear_memory` command: how many messages were forgotten, in one
- * conversation (`conversation`) or in all of them.
+ * The answer to the `clear_memory` command: `cleared` conversations were emptied (their history
+ * and searchable messages gone; they stay, empty) — the one named in `conversation`, or all.
  *
  * @example
  * ```ts
  * import type { MemoryClearedFrame } from "./conversation.ts";
- * const say = (f: MemoryClearedFrame) => `${f.cleared} messages of ${f.conversation ?? "all"}`;
+ * const say = (f: MemoryClearedFrame) => `${f.cleared} emptied (${f.conversation ?? "all"})`;
  * ```
  */
 export type MemoryClearedFrame = NotificationBody & FrameBase & {
@@ -143,6 +143,6 @@ export type MemoryClearedFrame = NotificationBody & FrameBase & {
  * ```
  */
 export interface SearchMemoryOptions {
-  /** At most this many hits (the server caps it). */
+  /** At most this many hits: 1–50, the server's default 10. */
   limit?: number;
 }

@@ -262,10 +262,11 @@ Deno.test({
         cdp.on("Network.webSocketCreated", (e) => sockets.push(e.url));
         await cdp.send("Network.enable");
         await page.click('[data-role="settings"] summary');
-        await page.type('[data-role="conversation"]', "trip-plans");
+        await page.type('[data-role="conversation"]', "trip plans");
         await page.click('[data-role="connect"]');
         await waitForState(page, "open");
         await eventually(() => sockets.length > 0, "the new socket");
+        // Typed with a space, joined as a name the server takes.
         assertEquals(new URL(sockets.at(-1)!).searchParams.get("conversation"), "trip-plans");
         // The page's own address keeps it, so a reload or a shared link does too.
         assertEquals(new URL(page.url()).searchParams.get("conversation"), "trip-plans");

@@ -487,11 +487,11 @@ class AgentClient:
 
     async def clear_memory(self, conversation: Optional[str] = None) -> int:
         """Forgets one conversation's history, or every conversation's; returns how many
-        messages went.
+        conversations were emptied (they stay, empty, and can go on).
 
         Example::
 
-            print(await client.clear_memory("old-trip"), "messages forgotten")
+            print(await client.clear_memory("old-trip"), "conversation emptied")
         """
         args = None if conversation is None else {"conversation": _check_conversation(conversation)}
         answer = await self._memory_command("clear_memory", "memory_cleared", args)

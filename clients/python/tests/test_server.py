@@ -252,7 +252,7 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
             hits = await within(client.search_memory("zanzibar", limit=3))
             self.assertTrue(hits and len(hits) <= 3)
             self.assertEqual(hits[0]["conversation"], name)
-            self.assertEqual(await within(client.clear_memory(name)), 2)
+            self.assertEqual(await within(client.clear_memory(name)), 1)
             hits = await within(client.search_memory("zanzibar"))
             self.assertEqual([h for h in hits if h["conversation"] == name], [])
 

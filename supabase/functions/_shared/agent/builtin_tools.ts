@@ -8,6 +8,7 @@
 import { z } from "zod";
 import { tool, type ToolDefinition } from "./definition.ts";
 import { AgentError } from "../protocol/errors.ts";
+import { SearchMemoryArgs } from "./memory_commands.ts";
 
 /** The current time, optionally in an IANA time zone. */
 export const currentTime = tool({
@@ -29,10 +30,23 @@ export const currentTime = tool({
   },
 });
 
+/**
+ * Searches the user's past conversations (`ctx.memory`), so the model can
+ * recall what was said before, in this conversation or another.
+ */
+export const searchMemory = tool({
+  description: "Searches the user's past conversations with you (theirs only) for messages " +
+    "holding any of the query's words; the best matches first, each with its conversation, " +
+    "role, content and time. Use it when the user refers to something said before.",
+  parameters: SearchMemoryArgs,
+  execute: async ({ query, limit }, ctx) => ({ results: await ctx.memory.search(query, limit) }),
+});
+
 /** Every built-in tool, by the name `TOOLS` switches it on with. */
 // deno-lint-ignore no-explicit-any
 export const BUILTIN_TOOLS: Record<string, ToolDefinition<any>> = {
   current_time: currentTime,
+  search_memory: searchMemory,
 };
 
 /**

@@ -1,5 +1,6 @@
 /**
- * Commands: the built-in ones (`cancel`, `reset`, `history`, `stats`) and the
+ * Commands: the built-in ones (`cancel`, `reset`, `history`, `stats`, and
+ * memory's `conversations`, `search_memory`, `clear_memory`) and the
  * deployer's, in one registry, so `unknown_command` lists them all. Each is
  * answered at once with a notification carrying the command's `id`, or one
  * error; none waits behind a query. Feedback is answered here too.
@@ -11,9 +12,16 @@ import { AgentError } from "../protocol/errors.ts";
 import type { Logger } from "../platform/log.ts";
 import type { Session } from "../session/session.ts";
 import type { CommandContext, CommandHandler } from "./definition.ts";
+import { MEMORY_COMMANDS, memoryCommands } from "./memory_commands.ts";
 
 /** The names of the commands every agent has. */
-export const BUILTIN_COMMANDS = ["cancel", "reset", "history", "stats"] as const;
+export const BUILTIN_COMMANDS = [
+  "cancel",
+  "reset",
+  "history",
+  "stats",
+  ...MEMORY_COMMANDS,
+] as const;
 
 type Run = (session: Session, frame: CommandFrame) => void | Promise<void>;
 
@@ -39,6 +47,11 @@ export function createCommands(deps: {
   take(session: Session): number;
   own: Record<string, CommandHandler>;
   contextFor(session: Session, commandId?: string): CommandContext;
+  /**
+   * Conversations were cleared by `clear_memory`: the processes holding them
+   * must drop their cached history (the runtime tells them through the bus).
+   */
+  onMemoryCleared?: (sessionIds: string[]) => void;
 }): Commands {
   const { log } = deps;
   const builtin: Record<(typeof BUILTIN_COMMANDS)[number], Run> = {
@@ -91,6 +104,7 @@ export function createCommands(deps: {
         age_s: Math.round((Date.now() - session.createdAt) / 1000),
       });
     },
+    ...memoryCommands({ take: deps.take, onCleared: deps.onMemoryCleared }),
   };
   const registry = new Map<string, Run>(Object.entries(builtin));
   for (const [name, handler] of Object.entries(deps.own)) {

@@ -11,8 +11,10 @@ import type { Logger } from "../platform/log.ts";
 import type { Session } from "../session/session.ts";
 import { notificationFrame } from "../session/socket.ts";
 import type { InFlight } from "../turn/turns.ts";
+import { DEFAULT_SEARCH_LIMIT, MAX_QUERY_CHARS, MAX_SEARCH_LIMIT } from "../store/memory.ts";
 import type {
   AgentContext,
+  AgentMemory,
   AgentUser,
   CommandContext,
   ConnectContext,
@@ -39,6 +41,26 @@ export function supabaseAsUser(config: Config, token: string | null): SupabaseCl
     global: { headers: { Authorization: `Bearer ${token}` } },
     auth: { persistSession: false, autoRefreshToken: false, detectSessionInUrl: false },
   });
+}
+
+/**
+ * The memory of a session's user: every read is scoped to its owner.
+ *
+ * @example
+ * ```ts ignore
+ * const hits = await memoryOf(session).search("lisbon", 5);
+ * ```
+ */
+export function memoryOf(session: Session): AgentMemory {
+  return {
+    search: (query, limit = DEFAULT_SEARCH_LIMIT) =>
+      session.store.searchMemory(
+        session.owner,
+        String(query).slice(0, MAX_QUERY_CHARS),
+        Math.min(MAX_SEARCH_LIMIT, Math.max(1, Math.floor(limit) || DEFAULT_SEARCH_LIMIT)),
+      ),
+    conversations: () => session.store.conversations(session.owner),
+  };
 }
 
 /** Builds contexts; see {@linkcode createContexts}. */
@@ -77,13 +99,14 @@ export function createContexts(config: Config, log: Logger): Contexts {
       get user() {
         return session.user;
       },
-      session: { id: session.id },
+      session: { id: session.id, conversation: session.conversation },
       state: session.state,
       log,
       get supabase() {
         return supabaseFor(session);
       },
       notify: (event, content, data) => session.emit(notificationFrame(event, content, data)),
+      memory: memoryOf(session),
     };
   }
 

@@ -24,7 +24,7 @@ import type { z } from "zod";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import type { Logger } from "../platform/log.ts";
 import type { ModelSetup } from "../model/openrouter.ts";
-import type { Usage } from "../protocol/wire.ts";
+import type { ConversationSummary, MemoryHit, Usage } from "../protocol/wire.ts";
 import type { ErrorCode } from "../protocol/codes.ts";
 
 /** The verified user behind a socket. */
@@ -42,8 +42,11 @@ export interface AgentUser {
 export interface AgentContext {
   /** The verified user, or null when auth is off. */
   readonly user: AgentUser | null;
-  /** The session (one conversation) this socket speaks for. */
-  readonly session: { readonly id: string };
+  /**
+   * The session this socket speaks for: its id, and its name when it is a
+   * named conversation (`?conversation=<name>`), else null.
+   */
+  readonly session: { readonly id: string; readonly conversation: string | null };
   /**
    * Your own per-session data: set it in `onConnect`, read it in every turn
    * and command. Kept in memory for the session's life (not in the store).
@@ -58,10 +61,34 @@ export interface AgentContext {
   readonly supabase: SupabaseClient | null;
   /** Sends a `notification` frame of your own to the session (it gets a `seq`, is replayed). */
   notify(event: string, content: string, data?: Record<string, unknown>): void;
+  /** The user's conversations and what was said in them (theirs only). */
+  readonly memory: AgentMemory;
+}
+
+/**
+ * A user's memory: their named conversations, searchable. Scoped to the
+ * session's user (with auth off, the one shared namespace); with the memory
+ * store it lasts as long as the process, with Postgres for
+ * `CONVERSATION_RETENTION_DAYS`.
+ *
+ * @example
+ * ```ts ignore
+ * const recall = tool({
+ *   description: "What did we decide about the trip?",
+ *   parameters: z.object({}),
+ *   execute: async (_args, ctx) => (await ctx.memory.search("trip decided", 5)).map((h) => h.content),
+ * });
+ * ```
+ */
+export interface AgentMemory {
+  /** Messages holding any of the query's words, best first (limit 1-50, default 10). */
+  search(query: string, limit?: number): Promise<MemoryHit[]>;
+  /** The user's conversations, the most recently active first (at most 100). */
+  conversations(): Promise<ConversationSummary[]>;
 }
 
 /** What `onConnect` is told, before the session is known. */
-export interface ConnectContext extends Omit<AgentContext, "session"> {
+export interface ConnectContext extends Omit<AgentContext, "session" | "memory"> {
   /** The URL the client connected to (its query parameters included). */
   readonly url: URL;
   /** Whether the client asks to resume a session. */

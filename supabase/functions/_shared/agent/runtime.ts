@@ -212,6 +212,14 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     take: (session) => limits.take(session.rateKey),
     own: agent.commands ?? {},
     contextFor: contexts.forCommand,
+    // The processes holding cleared conversations drop what they cached of them.
+    onMemoryCleared: (ids) => {
+      for (const id of ids) {
+        bus?.publish({ kind: "cleared", session: id, from: me }).catch((err) =>
+          log.warn("bus_publish_failed", { kind: "cleared", err: String(err).slice(0, 300) })
+        );
+      }
+    },
   });
   const allowedModels = [...new Set([model.defaultModel, ...config.allowedModels])];
   const features = ["tools", "client_tools", "approval", "reasoning", "conversations", "memory"];
@@ -336,7 +344,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         if (fresh) session.emit(connectedFrame(session, peer), peer);
         presence(session, peer, null);
         // Nothing running and nobody here: the session may follow its socket at once.
-        setTimeout(() => handOffIfIdle(session));
+        setTimeout(() => draining ? settle(session) : handOffIfIdle(session));
         return start;
       },
       left: (session, peer) => afterLeave(session, peer),
@@ -405,7 +413,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     if (msg.kind === "notify") {
       session.emit(notificationFrame(msg.event, msg.content, msg.data));
     } else if (msg.kind === "cleared") {
-      store.clearHistory(session.id).catch(() => {});
+      store.forgetHistory([session.id]).catch(() => {});
     }
   }
   bus?.subscribe(

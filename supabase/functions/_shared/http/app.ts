@@ -148,6 +148,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
         instance,
         leaseMs,
         expiryMs: config.resumeWindowMs + leaseMs,
+        conversationRetentionMs: storeConfig.conversationRetentionMs,
         log,
       })
       : new MemoryStore(storeLimits));

@@ -66,7 +66,7 @@ export const EnvSchema = z.object({
   TOOL_TIMEOUT_SECONDS: number(30, 0.01),
   CLIENT_TOOL_TIMEOUT_SECONDS: number(120, 0.01),
   APPROVAL_TIMEOUT_SECONDS: number(300, 0.01),
-  TOOLS: csv.pipe(z.array(z.enum(["current_time"]))),
+  TOOLS: csv.pipe(z.array(z.enum(["current_time", "search_memory"]))),
   STREAM_REASONING: z.enum(["true", "false"]).default("true").transform((v) => v === "true"),
   MAX_CONNECTION_AGE_SECONDS: z
     .union([z.literal("auto"), z.coerce.number().min(0)])
@@ -102,6 +102,7 @@ export const EnvSchema = z.object({
   FRAME_FLUSH_MS: integer(20, 1, 5000),
   STORE_BUFFER_MAX_FRAMES: integer(100_000, 100),
   STORE_BUFFER_MAX_BYTES: integer(16_777_216, 65_536),
+  CONVERSATION_RETENTION_DAYS: number(30, 0.0001, 36_500),
   NOTIFY_SECRET: z.string().min(16).optional(),
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
 });
@@ -226,6 +227,8 @@ export interface StoreConfig {
   /** Frames that may wait for the database while it is away, before the oldest are dropped. */
   bufferMaxFrames: number;
   bufferMaxBytes: number;
+  /** How long a named conversation is kept after its last activity (Postgres store). */
+  conversationRetentionMs: number;
 }
 
 /** The result of {@linkcode loadConfig}: a config, or every problem at once. */
@@ -370,6 +373,7 @@ export function loadConfig(
         flushMs: e.FRAME_FLUSH_MS,
         bufferMaxFrames: e.STORE_BUFFER_MAX_FRAMES,
         bufferMaxBytes: e.STORE_BUFFER_MAX_BYTES,
+        conversationRetentionMs: e.CONVERSATION_RETENTION_DAYS * 86_400_000,
       },
       notifySecret: e.NOTIFY_SECRET ?? e.SUPABASE_SERVICE_ROLE_KEY ?? null,
     },

@@ -138,8 +138,8 @@ export class Session {
   /** Set once the session is over; nothing is emitted after. */
   closed = false;
   #seq = 0;
-  /** Frames waiting behind one that is not yet durable; empty nearly always. */
-  readonly #outbox: Outgoing[] = [];
+  /** Frames waiting behind one that is not yet durable; null nearly always (memory is per session). */
+  #outbox: Outgoing[] | null = null;
   /** Called when a socket is attached or detached (for presence). */
   onPeersChanged?: (joined: Peer | null, left: Peer | null) => void;
 
@@ -257,12 +257,12 @@ export class Session {
       { seq, json },
       boundary ? this.turns.openIds() : undefined,
     );
-    if (!boundary && this.#outbox.length === 0) {
+    if (!boundary && this.#outbox === null) {
       this.#send(seq, json);
       return seq;
     }
     const out: Outgoing = { seq, json, ready: !boundary };
-    this.#outbox.push(out);
+    (this.#outbox ??= []).push(out);
     if (boundary) {
       this.store.whenDurable(this.id, seq).then(() => {
         out.ready = true;
@@ -274,10 +274,12 @@ export class Session {
 
   /** Sends what waited in the outbox, up to the next frame not yet durable. */
   #pump(): void {
-    while (this.#outbox.length > 0 && this.#outbox[0].ready) {
-      const out = this.#outbox.shift()!;
+    const outbox = this.#outbox;
+    while (outbox && outbox.length > 0 && outbox[0].ready) {
+      const out = outbox.shift()!;
       if (!this.closed) this.#send(out.seq, out.json);
     }
+    if (outbox?.length === 0 && this.#outbox === outbox) this.#outbox = null;
   }
 
   /** Sends a stamped frame to every socket here that has not had it. */
@@ -333,6 +335,6 @@ export class Session {
     if (this.closed) return;
     this.turns.stop(why);
     this.closed = true;
-    this.#outbox.length = 0;
+    this.#outbox = null;
   }
 }

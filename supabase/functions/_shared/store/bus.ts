@@ -46,9 +46,10 @@ const encoder = new TextEncoder();
 
 /** A message between processes. */
 export const BusMessage = z.discriminatedUnion("kind", [
-  /** `to` should flush and let go of `session`; `from` wants it. */
-  z.object({ kind: z.literal("release"), session: z.string(), from: z.string() }),
-  /** The holder let go; `from` may take the session now. */
+  /**
+   * The holder `from` let go of `session`, after writing all of it: a process
+   * relaying it takes it now.
+   */
   z.object({ kind: z.literal("released"), session: z.string(), from: z.string() }),
   /** Deliver a notification to `session`, wherever its socket is. */
   z.object({

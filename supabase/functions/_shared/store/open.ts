@@ -14,7 +14,7 @@ import { PostgresStore } from "./postgres.ts";
 import { MemoryStore, type SessionStore, type StoreLimits } from "./store.ts";
 
 /** Where the migrations that create the schema are, named in every message about it. */
-export const MIGRATION = "supabase/migrations/ (20261122…, 20261130…, 20261201…)";
+export const MIGRATION = "supabase/migrations/ (20261122…, 20261130…, 20261201…, 20261202…)";
 
 /** What {@linkcode openStore} chose, and why (one sentence, also logged). */
 export interface OpenedStore {
@@ -111,6 +111,7 @@ export async function openStore(
     instance,
     leaseMs,
     expiryMs: config.resumeWindowMs + leaseMs,
+    conversationRetentionMs: config.store.conversationRetentionMs,
     log,
   });
   let problem: string | null;

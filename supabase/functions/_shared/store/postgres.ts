@@ -39,6 +39,16 @@ import {
   trimHistory,
 } from "./store.ts";
 import { WriteBuffer, type WriteBufferLimits, type WriteOp } from "./write_buffer.ts";
+import { DEFAULT_CONVERSATION_RETENTION_DAYS, memorable, searchTerms } from "./memory.ts";
+import {
+  clearConversations,
+  expireMessages,
+  expiresAt,
+  insertMessages,
+  listConversations,
+  releasedExpiry,
+  searchMessages,
+} from "./memory_sql.ts";
 
 /** What {@linkcode PostgresStore} needs. */
 export interface PostgresStoreOptions {
@@ -53,6 +63,8 @@ export interface PostgresStoreOptions {
   leaseMs: number;
   /** A session nobody holds is deleted this long after its last sign of life. */
   expiryMs: number;
+  /** The same for a named conversation (default 30 days). */
+  conversationRetentionMs?: number;
   log: Logger;
   /** Bounds of what waits to be written while the database is away. */
   buffer?: WriteBufferLimits;
@@ -141,6 +153,7 @@ export class PostgresStore implements SessionStore {
     degradedAfterMs: number;
     downAfterMs: number;
     batchFrames: number;
+    conversationRetentionMs: number;
   };
   #sql: postgres.Sql;
   #replacedAt = 0;
@@ -150,6 +163,8 @@ export class PostgresStore implements SessionStore {
   #writing: WriteOp[] = [];
   /** History of the sessions this process holds: it alone writes them, so reads stay local. */
   #history = new Map<string, ChatMessage[]>();
+  /** Names of the conversations among the sessions this process created, loaded or claimed. */
+  #conversations = new Map<string, string>();
   #chain: Promise<void> = Promise.resolve();
   /** The upkeep pass queued or running, if any. */
   #upkeep: Promise<void> | undefined;
@@ -179,6 +194,7 @@ export class PostgresStore implements SessionStore {
       degradedAfterMs: 1_000,
       downAfterMs: 10_000,
       batchFrames: 2000,
+      conversationRetentionMs: DEFAULT_CONVERSATION_RETENTION_DAYS * 86_400_000,
       ...opts,
     };
     this.#buf = new WriteBuffer(opts.buffer ?? DEFAULT_BUFFER);
@@ -231,10 +247,11 @@ export class PostgresStore implements SessionStore {
     this.#buf.setAttached(id, attached);
   }
 
-  create(id: string, owner: string | null): void {
+  create(id: string, owner: string | null, conversation: string | null = null): void {
     // A new session has no history: its first question needs no read (nor a database).
     this.#history.set(id, []);
-    this.#buf.create(id, owner);
+    if (conversation !== null) this.#conversations.set(id, conversation);
+    this.#buf.create(id, owner, conversation);
     this.#schedule();
   }
 
@@ -273,17 +290,70 @@ export class PostgresStore implements SessionStore {
     this.#schedule();
   }
 
-  // Memory (conversations kept, searched, cleared): see the memory work.
-  conversations(): Promise<ConversationSummary[]> {
-    return Promise.resolve([]);
+  // --- memory (SQL in memory_sql.ts) ----------------------------------------
+
+  async conversations(owner: string | null): Promise<ConversationSummary[]> {
+    if (owner !== null && !possibleId(owner)) return [];
+    await this.#readOwnWrites();
+    return await this.#query((sql) => listConversations(sql, owner));
   }
 
-  searchMemory(): Promise<MemoryHit[]> {
-    return Promise.resolve([]);
+  async searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]> {
+    const terms = searchTerms(storable(query));
+    if (terms.length === 0 || (owner !== null && !possibleId(owner))) return [];
+    await this.#readOwnWrites();
+    return await this.#query((sql) => searchMessages(sql, owner, terms, limit));
   }
 
-  clearMemory(): Promise<string[]> {
-    return Promise.resolve([]);
+  /** What was just said here is found at once (a failed write is reported by the read). */
+  async #readOwnWrites(): Promise<void> {
+    if (!this.#buf.empty) await this.flush().catch(() => {});
+  }
+
+  /** After this process's pending writes, so none of them lands after the clear. */
+  clearMemory(owner: string | null, conversation?: string): Promise<string[]> {
+    if (owner !== null && !possibleId(owner)) return Promise.resolve([]);
+    return this.#serial(async () => {
+      const ids = await this.#query((sql) => clearConversations(sql, owner, conversation));
+      this.#forgetMemory(ids);
+      return ids;
+    });
+  }
+
+  /**
+   * Drops what this process holds of cleared conversations (told by the one
+   * that cleared them): the cached history is read again, and what waited to
+   * be written of them is not written.
+   */
+  forgetHistory(sessionIds: string[]): Promise<void> {
+    return this.#serial(() => Promise.resolve(this.#forgetMemory(sessionIds)));
+  }
+
+  /** A held session's new expiry: the retention for a conversation, else the resume window. */
+  #expiresAt(sql: postgres.Sql) {
+    return expiresAt(sql, this.#o.expiryMs, this.#o.conversationRetentionMs);
+  }
+
+  #forgetMemory(ids: string[]): void {
+    for (const id of ids) {
+      if (this.#history.has(id)) this.#history.set(id, []);
+      this.#buf.forgetMemory(id);
+    }
+  }
+
+  /** Queues what was said in a conversation for search, with the next batch. */
+  #remember(id: string, messages: ChatMessage[]): void {
+    if (!this.#conversations.has(id)) return;
+    const at = new Date().toISOString();
+    this.#buf.memory(
+      id,
+      memorable(messages).map((m) => ({
+        id: crypto.randomUUID(),
+        role: m.role,
+        content: storable(m.content),
+        at,
+      })),
+    );
   }
 
   // --- writing ---------------------------------------------------------------
@@ -415,12 +485,13 @@ export class PostgresStore implements SessionStore {
   }
 
   /**
-   * Applies ops in at most three statements; each is atomic on its own.
+   * Applies ops in a few statements; each is atomic on its own.
    * Returns the ops written (those of sessions another process took are not).
    */
   async #apply(ops: WriteOp[]): Promise<WriteOp[]> {
-    const { instance, expiryMs } = this.#o;
-    const creates: { session: string; owner: string | null }[] = [];
+    const { instance, expiryMs, conversationRetentionMs } = this.#o;
+    const creates: { session: string; owner: string | null; conversation: string | null }[] = [];
+    const memory: Extract<WriteOp, { kind: "memory" }>[] = [];
     const frames: { session: string; seq: number; json: string }[] = [];
     const deletes: string[] = [];
     const updates = new Map<
@@ -453,17 +524,24 @@ export class PostgresStore implements SessionStore {
         const u = update(op.session);
         u.set_suspended = true;
         u.suspended = op.turn;
-      } else deletes.push(op.session);
+      } else if (op.kind === "memory") memory.push(op);
+      else deletes.push(op.session);
     }
     const sql = this.#sql;
     if (creates.length > 0) {
       await this.#timed(sql`
-        insert into agent_websocket.sessions (id, owner, instance, expires_at)
-        select id, owner, ${instance}, ${new Date(Date.now() + expiryMs)}
+        insert into agent_websocket.sessions (id, owner, conversation, instance, expires_at)
+        select id, owner, conversation, ${instance}, expires_at
         from unnest(
           ${creates.map((c) => c.session)}::text[],
-          ${creates.map((c) => (c.owner === null ? null : storable(c.owner)))}::text[]
-        ) as t(id, owner)
+          ${creates.map((c) => (c.owner === null ? null : storable(c.owner)))}::text[],
+          ${creates.map((c) => c.conversation)}::text[],
+          ${
+        creates.map((c) =>
+          new Date(Date.now() + (c.conversation ? conversationRetentionMs : expiryMs)).toISOString()
+        )
+      }::timestamptz[]
+        ) as t(id, owner, conversation, expires_at)
         on conflict (id) do nothing`);
     }
     if (updates.size > 0) {
@@ -517,6 +595,8 @@ export class PostgresStore implements SessionStore {
           select id from agent_websocket.sessions where id = any(${deletes}::text[])
           order by id for update)`);
     }
+    // Last: a retry after a failure above writes each message once (by its id) anyway.
+    if (memory.length > 0) await this.#timed(insertMessages(sql, instance, memory));
     return ops;
   }
 
@@ -526,6 +606,7 @@ export class PostgresStore implements SessionStore {
    */
   #lost(id: string): void {
     this.#history.delete(id);
+    this.#conversations.delete(id);
     this.#buf.discard(id);
     this.#settleWaiters(id);
     this.#o.log.info("store_session_lost", { session: id });
@@ -697,22 +778,29 @@ export class PostgresStore implements SessionStore {
   async checkSchema(timeoutMs = this.#o.queryTimeoutMs, report = true): Promise<string | null> {
     const sql = this.#sql;
     const check = async () => {
-      const [row] = await sql<{ sessions: boolean; frames: boolean }[]>`
+      const [row] = await sql<Record<string, boolean>[]>`
         select to_regclass('agent_websocket.sessions') is not null as sessions,
-          to_regclass('agent_websocket.frames') is not null as frames`;
-      // Every column this version reads or writes: an older schema fails here.
-      if (row.sessions && row.frames) {
-        await sql`
-          select id, owner, last_seq, history, open_queries, instance, heartbeat_at,
-            expires_at, updated_at, suspended
-          from agent_websocket.sessions limit 0`;
-        await sql`select session_id, seq, frame from agent_websocket.frames limit 0`;
-        await sql`select id, payload, created_at from agent_websocket.bus_payloads limit 0`;
-      } else {
-        throw Object.assign(new Error("the agent_websocket tables do not exist"), {
-          code: "42P01",
-        });
+          to_regclass('agent_websocket.frames') is not null as frames,
+          to_regclass('agent_websocket.messages') is not null as messages,
+          to_regclass('agent_websocket.bus_payloads') is not null as bus_payloads`;
+      const missing = Object.entries(row).filter(([, found]) => !found).map(([t]) => t);
+      if (missing.length > 0) {
+        // Named, so an older schema says which migration it lacks.
+        throw Object.assign(
+          new Error(`missing tables: ${missing.map((t) => `agent_websocket.${t}`).join(", ")}`),
+          { code: "42P01" },
+        );
       }
+      // Every column this version reads or writes: an older schema fails here.
+      await sql`
+        select id, owner, last_seq, history, open_queries, instance, heartbeat_at,
+          expires_at, updated_at, suspended, conversation
+        from agent_websocket.sessions limit 0`;
+      await sql`select session_id, seq, frame from agent_websocket.frames limit 0`;
+      await sql`
+        select id, session_id, owner, conversation, role, content, created_at, search
+        from agent_websocket.messages limit 0`;
+      await sql`select id, payload, created_at from agent_websocket.bus_payloads limit 0`;
     };
     let timer: ReturnType<typeof setTimeout> | undefined;
     try {
@@ -855,6 +943,7 @@ export class PostgresStore implements SessionStore {
     );
     this.#history.set(id, kept);
     this.#buf.history(id, kept);
+    this.#remember(id, messages);
     this.#schedule();
   }
 
@@ -875,6 +964,7 @@ export class PostgresStore implements SessionStore {
     suspended: unknown;
     conversation?: string | null;
   }): SessionRecord {
+    if (row.conversation) this.#conversations.set(row.id, row.conversation);
     return {
       id: row.id,
       owner: row.owner,
@@ -908,7 +998,7 @@ export class PostgresStore implements SessionStore {
       sql`
         update agent_websocket.sessions
         set instance = ${this.#o.instance}, heartbeat_at = now(),
-          expires_at = ${new Date(Date.now() + this.#o.expiryMs)}
+          expires_at = ${this.#expiresAt(sql)}
         where id = ${id} and expires_at > now()
           and (${from === undefined} or instance is null or instance = ${from ?? null})
         returning id, owner, last_seq, open_queries, instance, suspended, conversation,
@@ -923,22 +1013,25 @@ export class PostgresStore implements SessionStore {
       sql`
         insert into agent_websocket.sessions (id, owner, conversation, instance, expires_at)
         values (${id}, ${owner === null ? null : storable(owner)}, ${conversation},
-          ${this.#o.instance}, ${new Date(Date.now() + this.#o.expiryMs)})
+          ${this.#o.instance}, ${new Date(Date.now() + this.#o.conversationRetentionMs)})
         on conflict (id) do nothing
         returning id`
     );
     if (rows.length === 0) return false;
     this.#history.set(id, []);
+    this.#conversations.set(id, conversation);
     return true;
   }
 
   async release(id: string): Promise<void> {
     await this.flush().finally(() => this.#settleWaiters(id));
     this.#history.delete(id);
+    this.#conversations.delete(id);
     this.#buf.forget(id);
     await this.#query((sql) =>
       sql`
-        update agent_websocket.sessions set instance = null
+        update agent_websocket.sessions
+        set instance = null, expires_at = ${releasedExpiry(sql, this.#o.conversationRetentionMs)}
         where id = ${id} and instance = ${this.#o.instance}`
     );
   }
@@ -946,6 +1039,7 @@ export class PostgresStore implements SessionStore {
   /** Forgets the session here at once; its deletion is written now, or retried with the rest. */
   async delete(id: string): Promise<void> {
     this.#history.delete(id);
+    this.#conversations.delete(id);
     this.#buf.delete(id);
     this.#settleWaiters(id);
     await this.flush().catch(() => {});
@@ -971,11 +1065,11 @@ export class PostgresStore implements SessionStore {
    * go first, a batch at a time, then the sessions left without frames.
    */
   async #maintain(): Promise<void> {
-    const { instance, expiryMs, limits } = this.#o;
+    const { instance, limits } = this.#o;
     await this.#query((sql) =>
       sql`
         update agent_websocket.sessions
-        set heartbeat_at = now(), expires_at = ${new Date(Date.now() + expiryMs)}
+        set heartbeat_at = now(), expires_at = ${this.#expiresAt(sql)}
         where id in (
           select id from agent_websocket.sessions where instance = ${instance}
           order by id for no key update)`
@@ -989,6 +1083,7 @@ export class PostgresStore implements SessionStore {
           where s.expires_at < now()
           limit ${BATCH * 10})`
     );
+    await this.#query((sql) => expireMessages(sql, BATCH * 10));
     await this.#query((sql) =>
       sql`
         delete from agent_websocket.sessions
@@ -996,6 +1091,7 @@ export class PostgresStore implements SessionStore {
           select s.id from agent_websocket.sessions s
           where s.expires_at < now()
             and not exists (select 1 from agent_websocket.frames f where f.session_id = s.id)
+            and not exists (select 1 from agent_websocket.messages m where m.session_id = s.id)
           order by s.id limit ${BATCH} for update skip locked)`
     );
     await this.#query((sql) =>
@@ -1032,7 +1128,10 @@ export class PostgresStore implements SessionStore {
           await this.#serial(() =>
             this.#query((sql) =>
               sql`
-                update agent_websocket.sessions set instance = null
+                update agent_websocket.sessions
+                set instance = null, expires_at = ${
+                releasedExpiry(sql, this.#o.conversationRetentionMs)
+              }
                 where id in (
                   select id from agent_websocket.sessions where instance = ${this.#o.instance}
                   order by id for no key update)`

@@ -8,6 +8,13 @@
 import type { ChatMessage } from "../model/model.ts";
 import type { ConversationSummary, MemoryHit } from "../protocol/wire.ts";
 import type { Bus } from "./bus.ts";
+import {
+  hitContent,
+  matchCount,
+  MAX_CONVERSATIONS_LISTED,
+  memorable,
+  searchTerms,
+} from "./memory.ts";
 
 /** One emitted frame, already serialised: it is sent and replayed byte for byte. */
 export interface StoredFrame {
@@ -160,9 +167,16 @@ export interface SessionStore {
   searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]>;
   /**
    * Clears the history and search memory of one of the owner's conversations,
-   * or of all of them; returns the session ids cleared.
+   * or of all of them; returns the session ids cleared. What this process
+   * holds of them is dropped too; other processes are told through
+   * {@linkcode SessionStore.forgetHistory}.
    */
   clearMemory(owner: string | null, conversation?: string): Promise<string[]>;
+  /**
+   * Another process cleared these conversations: drop what this one holds of
+   * them (a cached history, writes not yet made), so the clear sticks.
+   */
+  forgetHistory(sessionIds: string[]): Promise<void>;
   history(sessionId: string): Promise<ChatMessage[]>;
   appendHistory(sessionId: string, messages: ChatMessage[]): Promise<void>;
   clearHistory(sessionId: string): Promise<void>;
@@ -227,7 +241,38 @@ interface MemoryEntry {
   /** Index of the oldest live frame; the array is compacted lazily. */
   head: number;
   frameBytes: number;
+  /** The seq of the last frame appended. */
+  lastSeq: number;
+  /** Frames up to this seq were let go of (a conversation released); a replay of them is a gap. */
+  droppedThrough: number;
+  /** Set when the session is a named conversation. */
+  conversation?: KeptConversation;
 }
+
+/** What the memory store keeps of a conversation, beyond a session's history. */
+interface KeptConversation {
+  owner: string | null;
+  name: string;
+  /** The last message or join (ms since the epoch). */
+  updatedAt: number;
+  /** The same as a counter, so two in one millisecond still have an order. */
+  touched: number;
+  /** The last messages said, for search, oldest first. */
+  log: { role: "user" | "assistant"; content: string; at: number; order: number }[];
+  logChars: number;
+  /** Whether a session of this process holds it (else it is kept, released). */
+  held: boolean;
+}
+
+/** Most messages of one conversation kept for search by the memory store. */
+export const MEMORY_LOG_MESSAGES = 1000;
+/** Most characters of them (the oldest messages go first). */
+export const MEMORY_LOG_CHARS = 200_000;
+/**
+ * Most released conversations the memory store keeps; past it the least
+ * recently active one is forgotten.
+ */
+export const MEMORY_KEPT_CONVERSATIONS = 1000;
 
 /** The characters a message costs in the history budget. */
 function messageChars(m: ChatMessage): number {
@@ -296,13 +341,25 @@ export class MemoryStore implements SessionStore {
 
   setAttached(): void {}
 
-  create(id: string): void {
-    this.#entry(id);
+  create(id: string, owner: string | null, conversation: string | null = null): void {
+    const e = this.#entry(id);
+    if (conversation === null) return;
+    e.conversation ??= {
+      owner,
+      name: conversation,
+      updatedAt: 0,
+      touched: 0,
+      log: [],
+      logChars: 0,
+      held: true,
+    };
+    this.#hold(e.conversation);
   }
 
-  createHeld(id: string): Promise<boolean> {
+  /** A conversation kept here (held or released) exists already: join it instead. */
+  createHeld(id: string, owner: string | null, conversation: string): Promise<boolean> {
     if (this.#entries.has(id)) return Promise.resolve(false);
-    this.#entry(id);
+    this.create(id, owner, conversation);
     return Promise.resolve(true);
   }
 
@@ -315,33 +372,163 @@ export class MemoryStore implements SessionStore {
     return Promise.resolve();
   }
 
-  // Memory (conversations kept, searched, cleared): see the memory work.
-  conversations(): Promise<ConversationSummary[]> {
-    return Promise.resolve([]);
+  // --- memory: conversations kept, searched, cleared -------------------------
+
+  /** Released conversations kept. */
+  #kept = 0;
+  /** Recency of logged messages and of activity, for ties within a millisecond. */
+  #order = 0;
+
+  /** A session of this process holds the conversation again (it counts as a join). */
+  #hold(c: KeptConversation): void {
+    if (!c.held) this.#kept--;
+    c.held = true;
+    c.updatedAt = Date.now();
+    c.touched = ++this.#order;
   }
 
-  searchMemory(): Promise<MemoryHit[]> {
-    return Promise.resolve([]);
+  /** The owner's conversations, each with its session id. */
+  #conversationsOf(
+    owner: string | null,
+  ): [string, MemoryEntry & { conversation: KeptConversation }][] {
+    const out: [string, MemoryEntry & { conversation: KeptConversation }][] = [];
+    for (const [id, e] of this.#entries) {
+      if (e.conversation && e.conversation.owner === owner) out.push([id, e as never]);
+    }
+    return out;
   }
 
-  clearMemory(): Promise<string[]> {
-    return Promise.resolve([]);
+  conversations(owner: string | null): Promise<ConversationSummary[]> {
+    const list = this.#conversationsOf(owner).map(([, e]) => e.conversation)
+      .sort((a, b) => b.touched - a.touched)
+      .slice(0, MAX_CONVERSATIONS_LISTED);
+    return Promise.resolve(list.map((c) => ({
+      name: c.name,
+      messages: c.log.length,
+      updated_at: new Date(c.updatedAt).toISOString(),
+    })));
+  }
+
+  /** Ranked by how many of the query's terms a message holds, then the newest. */
+  searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]> {
+    const terms = searchTerms(query);
+    if (terms.length === 0) return Promise.resolve([]);
+    const found: { hit: MemoryHit; order: number }[] = [];
+    for (const [, { conversation: c }] of this.#conversationsOf(owner)) {
+      for (const m of c.log) {
+        const score = matchCount(terms, m.content);
+        if (score === 0) continue;
+        found.push({
+          order: m.order,
+          hit: {
+            conversation: c.name,
+            role: m.role,
+            content: hitContent(m.content),
+            timestamp: new Date(m.at).toISOString(),
+            score,
+          },
+        });
+      }
+    }
+    found.sort((a, b) => b.hit.score - a.hit.score || b.order - a.order);
+    return Promise.resolve(found.slice(0, limit).map((f) => f.hit));
+  }
+
+  clearMemory(owner: string | null, conversation?: string): Promise<string[]> {
+    const ids: string[] = [];
+    for (const [id, e] of this.#conversationsOf(owner)) {
+      if (conversation !== undefined && e.conversation.name !== conversation) continue;
+      e.history = [];
+      e.historyChars = 0;
+      e.conversation.log = [];
+      e.conversation.logChars = 0;
+      ids.push(id);
+    }
+    return Promise.resolve(ids);
+  }
+
+  /** One process: {@linkcode MemoryStore.clearMemory} already dropped everything. */
+  forgetHistory(): Promise<void> {
+    return Promise.resolve();
+  }
+
+  /** Logs what was said in a conversation for search, within its bounds. */
+  #remember(c: KeptConversation, messages: ChatMessage[]): void {
+    const at = Date.now();
+    for (const m of memorable(messages)) {
+      c.log.push({ role: m.role, content: m.content, at, order: ++this.#order });
+      c.logChars += m.content.length;
+    }
+    let drop = 0;
+    while (
+      drop < c.log.length &&
+      (c.log.length - drop > MEMORY_LOG_MESSAGES || c.logChars > MEMORY_LOG_CHARS)
+    ) c.logChars -= c.log[drop++].content.length;
+    if (drop > 0) c.log = c.log.slice(drop);
+    c.updatedAt = at;
+    c.touched = ++this.#order;
+  }
+
+  /** Forgets the least recently active released conversations, down to 90% of the bound. */
+  #evictKept(): void {
+    if (this.#kept <= MEMORY_KEPT_CONVERSATIONS) return;
+    const released = [...this.#entries].filter(([, e]) => e.conversation && !e.conversation.held)
+      .sort(([, a], [, b]) => a.conversation!.touched - b.conversation!.touched);
+    const target = Math.floor(MEMORY_KEPT_CONVERSATIONS * 0.9);
+    for (const [id] of released.slice(0, this.#kept - target)) this.delete(id);
+  }
+
+  #record(id: string, e: MemoryEntry): SessionRecord | null {
+    const c = e.conversation;
+    if (!c) return null;
+    return {
+      id,
+      owner: c.owner,
+      lastSeq: e.lastSeq,
+      openQueries: [],
+      instance: null,
+      instanceAlive: false,
+      suspended: null,
+      conversation: c.name,
+    };
   }
 
   flush(): Promise<void> {
     return Promise.resolve();
   }
 
-  /** Nothing outlives this process, so there is never another holder. */
-  load(): Promise<SessionRecord | null> {
-    return Promise.resolve(null);
+  /**
+   * Nothing outlives this process, so there is never another holder; a
+   * conversation is kept, though, so a rejoin continues it.
+   */
+  load(id: string): Promise<SessionRecord | null> {
+    const e = this.#entries.get(id);
+    return Promise.resolve(e ? this.#record(id, e) : null);
   }
 
-  claim(): Promise<SessionRecord | null> {
-    return Promise.resolve(null);
+  claim(id: string): Promise<SessionRecord | null> {
+    const e = this.#entries.get(id);
+    if (e?.conversation) this.#hold(e.conversation);
+    return Promise.resolve(e ? this.#record(id, e) : null);
   }
 
-  release(): Promise<void> {
+  /**
+   * Keeps a conversation (its history, search log and last seq) and lets go
+   * of its frames: a replay from before this point is a gap. A plain session
+   * is left as it is.
+   */
+  release(id: string): Promise<void> {
+    const e = this.#entries.get(id);
+    const c = e?.conversation;
+    if (!e || !c || !c.held) return Promise.resolve();
+    c.held = false;
+    this.#kept++;
+    this.#bytes -= e.frameBytes;
+    e.frames = [];
+    e.head = 0;
+    e.frameBytes = 0;
+    e.droppedThrough = e.lastSeq;
+    this.#evictKept();
     return Promise.resolve();
   }
 
@@ -356,7 +543,15 @@ export class MemoryStore implements SessionStore {
   #entry(id: string): MemoryEntry {
     let e = this.#entries.get(id);
     if (!e) {
-      e = { history: [], historyChars: 0, frames: [], head: 0, frameBytes: 0 };
+      e = {
+        history: [],
+        historyChars: 0,
+        frames: [],
+        head: 0,
+        frameBytes: 0,
+        lastSeq: 0,
+        droppedThrough: 0,
+      };
       this.#entries.set(id, e);
     }
     return e;
@@ -373,6 +568,7 @@ export class MemoryStore implements SessionStore {
       this.limits.maxHistory,
       this.limits.maxHistoryChars,
     );
+    if (e.conversation) this.#remember(e.conversation, messages);
     return Promise.resolve();
   }
 
@@ -384,6 +580,7 @@ export class MemoryStore implements SessionStore {
 
   appendFrame(id: string, frame: StoredFrame): void {
     const e = this.#entry(id);
+    e.lastSeq = Math.max(e.lastSeq, frame.seq);
     e.frames.push(frame);
     e.frameBytes += frame.json.length;
     this.#bytes += frame.json.length;
@@ -407,6 +604,9 @@ export class MemoryStore implements SessionStore {
 
   framesAfter(id: string, seq: number): Promise<ReplayResult> {
     const e = this.#entries.get(id);
+    if (e && e.frames.length === e.head && seq < e.droppedThrough) {
+      return Promise.resolve({ ok: false, reason: "trimmed", missingSeq: seq + 1, oldestSeq: 0 });
+    }
     if (!e || e.frames.length === e.head) return Promise.resolve({ ok: true, frames: [] });
     const oldest = e.frames[e.head].seq;
     if (seq + 1 < oldest) {
@@ -422,7 +622,9 @@ export class MemoryStore implements SessionStore {
   }
 
   delete(id: string): Promise<void> {
-    this.#bytes -= this.#entries.get(id)?.frameBytes ?? 0;
+    const e = this.#entries.get(id);
+    this.#bytes -= e?.frameBytes ?? 0;
+    if (e?.conversation && !e.conversation.held) this.#kept--;
     this.#entries.delete(id);
     return Promise.resolve();
   }

@@ -10,6 +10,7 @@
  * @module
  */
 import type { ChatMessage } from "../model/model.ts";
+import type { PendingMessage } from "./memory_sql.ts";
 
 /** A frame waiting to be written. */
 export interface PendingFrame {
@@ -26,12 +27,14 @@ export interface PendingFrame {
 
 /** One thing to write; a batch is a list of them, in the order they must be applied. */
 export type WriteOp =
-  | { kind: "create"; session: string; owner: string | null }
+  | { kind: "create"; session: string; owner: string | null; conversation: string | null }
   | ({ kind: "frame" } & PendingFrame)
   | { kind: "history"; session: string; history: ChatMessage[] }
   | { kind: "open"; session: string; ids: string[] }
   /** The turn waiting for people (turn/checkpoint.ts), or null when none waits. */
   | { kind: "suspended"; session: string; turn: unknown }
+  /** Messages said in a conversation, for search (appended, not replaced). */
+  | { kind: "memory"; session: string; messages: PendingMessage[] }
   | { kind: "delete"; session: string };
 
 /** Bounds of a {@linkcode WriteBuffer}. */
@@ -43,6 +46,9 @@ export interface WriteBufferLimits {
 
 /** Most dropped ranges remembered per session; beyond it neighbours merge. */
 const MAX_RANGES = 16;
+
+/** Most messages for search that may wait; past it the oldest go (search misses them). */
+const MAX_PENDING_MESSAGES = 10_000;
 
 /**
  * @example
@@ -56,11 +62,13 @@ export class WriteBuffer {
   #frames: PendingFrame[] = [];
   #head = 0;
   #bytes = 0;
-  #creates = new Map<string, string | null>();
+  #creates = new Map<string, { owner: string | null; conversation: string | null }>();
   #history = new Map<string, ChatMessage[]>();
   #open = new Map<string, string[]>();
   #suspended = new Map<string, unknown>();
   #deletes = new Set<string>();
+  #memory = new Map<string, PendingMessage[]>();
+  #memoryCount = 0;
   #detached = new Set<string>();
   /** Seqs given up per session, as inclusive ranges in order. */
   #lost = new Map<string, [number, number][]>();
@@ -82,11 +90,37 @@ export class WriteBuffer {
   /** Whether nothing at all waits. */
   get empty(): boolean {
     return this.frames === 0 && this.#creates.size === 0 && this.#history.size === 0 &&
-      this.#open.size === 0 && this.#suspended.size === 0 && this.#deletes.size === 0;
+      this.#open.size === 0 && this.#suspended.size === 0 && this.#deletes.size === 0 &&
+      this.#memory.size === 0;
   }
 
-  create(session: string, owner: string | null): void {
-    this.#creates.set(session, owner);
+  create(session: string, owner: string | null, conversation: string | null = null): void {
+    this.#creates.set(session, { owner, conversation });
+  }
+
+  /** Adds messages said in a conversation; returns how many old ones were dropped to stay bounded. */
+  memory(session: string, messages: PendingMessage[], front = false): number {
+    if (messages.length === 0) return 0;
+    const pending = this.#memory.get(session) ?? [];
+    this.#memory.set(session, front ? [...messages, ...pending] : [...pending, ...messages]);
+    this.#memoryCount += messages.length;
+    let dropped = 0;
+    for (const [id, list] of this.#memory) {
+      if (this.#memoryCount <= MAX_PENDING_MESSAGES) break;
+      const n = Math.min(list.length, this.#memoryCount - MAX_PENDING_MESSAGES);
+      list.splice(0, n);
+      this.#memoryCount -= n;
+      dropped += n;
+      if (list.length === 0) this.#memory.delete(id);
+    }
+    return dropped;
+  }
+
+  /** Forgets the history and messages waiting for a session whose memory was cleared. */
+  forgetMemory(session: string): void {
+    this.#history.delete(session);
+    this.#memoryCount -= this.#memory.get(session)?.length ?? 0;
+    this.#memory.delete(session);
   }
 
   history(session: string, history: ChatMessage[]): void {
@@ -107,6 +141,7 @@ export class WriteBuffer {
     this.#history.delete(session);
     this.#open.delete(session);
     this.#suspended.delete(session);
+    this.forgetMemory(session);
     this.#detached.delete(session);
     this.#lost.delete(session);
     this.#keep((f) => f.session !== session);
@@ -119,6 +154,7 @@ export class WriteBuffer {
     this.#history.delete(session);
     this.#open.delete(session);
     this.#suspended.delete(session);
+    this.forgetMemory(session);
     this.#keep((f) => f.session !== session);
     this.forget(session);
   }
@@ -233,7 +269,7 @@ export class WriteBuffer {
    */
   take(maxFrames: number): WriteOp[] {
     const ops: WriteOp[] = [];
-    for (const [session, owner] of this.#creates) ops.push({ kind: "create", session, owner });
+    for (const [session, c] of this.#creates) ops.push({ kind: "create", session, ...c });
     const end = Math.min(this.#frames.length, this.#head + maxFrames);
     for (let i = this.#head; i < end; i++) {
       const f = this.#frames[i];
@@ -251,7 +287,10 @@ export class WriteBuffer {
     for (const [session, history] of this.#history) ops.push({ kind: "history", session, history });
     for (const [session, ids] of this.#open) ops.push({ kind: "open", session, ids });
     for (const [session, turn] of this.#suspended) ops.push({ kind: "suspended", session, turn });
+    for (const [session, messages] of this.#memory) ops.push({ kind: "memory", session, messages });
     for (const session of this.#deletes) ops.push({ kind: "delete", session });
+    this.#memory = new Map();
+    this.#memoryCount = 0;
     this.#creates = new Map();
     this.#history = new Map();
     this.#open = new Map();
@@ -275,14 +314,14 @@ export class WriteBuffer {
       } else if (op.kind === "delete") this.#deletes.add(op.session);
       else if (this.#deletes.has(op.session)) continue;
       else if (op.kind === "create" && !this.#creates.has(op.session)) {
-        this.#creates.set(op.session, op.owner);
+        this.#creates.set(op.session, { owner: op.owner, conversation: op.conversation });
       } else if (op.kind === "history" && !this.#history.has(op.session)) {
         this.#history.set(op.session, op.history);
       } else if (op.kind === "open" && !this.#open.has(op.session)) {
         this.#open.set(op.session, op.ids);
       } else if (op.kind === "suspended" && !this.#suspended.has(op.session)) {
         this.#suspended.set(op.session, op.turn);
-      }
+      } else if (op.kind === "memory") this.memory(op.session, op.messages, true);
     }
     if (frames.length > 0) {
       this.#frames = [...frames, ...this.#frames.slice(this.#head)];

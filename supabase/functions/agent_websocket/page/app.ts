@@ -15,7 +15,6 @@ import {
   AgentClient,
   AgentError,
   type AskHandle,
-  CONVERSATION_NAME,
   type ServerFrame,
   type StatusFrame,
 } from "../../../../client/mod.ts";
@@ -84,13 +83,22 @@ function loadSettings() {
   if (!ui.url.value) ui.settings.open = true;
 }
 
+/**
+ * A conversation name as the server takes it (1-128 of A-Z a-z 0-9 _ . : -):
+ * what a person types ("trip plans") becomes "trip-plans".
+ */
+function conversationName(typed: string): string {
+  return typed.trim().replace(/[^A-Za-z0-9_.:-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 128);
+}
+
 /** Keeps the page's address in step with the settings, so a reload or a shared link keeps them. */
 function saveSettings() {
   const params = new URLSearchParams(location.search);
   const set = (name: string, value: string) =>
     value ? params.set(name, value) : params.delete(name);
   set("url", ui.url.value.trim() === servedFrom() ? "" : ui.url.value.trim());
-  set("conversation", ui.conversation.value.trim());
+  ui.conversation.value = conversationName(ui.conversation.value);
+  set("conversation", ui.conversation.value);
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
   if (ui.token.value.trim()) sessionStorage.setItem(TOKEN_KEY, ui.token.value.trim());
@@ -136,12 +144,7 @@ function connect() {
     setStatus(`Not a URL: ${base}`);
     return;
   }
-  const conversation = ui.conversation.value.trim();
-  if (conversation && !CONVERSATION_NAME.test(conversation)) {
-    setState("closed", "bad conversation name");
-    setStatus("A conversation name is 1-128 of A-Z a-z 0-9 _ . : - (no spaces)");
-    return;
-  }
+  const conversation = conversationName(ui.conversation.value);
   if (conversation) url.searchParams.set("conversation", conversation);
   const token = ui.token.value.trim();
   const c = new AgentClient(url.toString(), token ? { token } : {});

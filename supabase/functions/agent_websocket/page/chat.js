@@ -1317,7 +1317,8 @@ var AgentClient = class {
   }
   /**
    * Forgets the history of one conversation, or of all the user's conversations when none is
-   * named (the `clear_memory` command; v1.1). Resolves with how many messages went.
+   * named (the `clear_memory` command; v1.1). `cleared` says how many conversations were emptied;
+   * they stay, empty, and can go on.
    *
    * @example
    * ```ts
@@ -1325,7 +1326,7 @@ var AgentClient = class {
    * const client = new AgentClient("ws://127.0.0.1:8000");
    * async function demo() {
    *   const { cleared } = await client.clearMemory("old-trip");
-   *   console.log(`${cleared} messages forgotten`);
+   *   console.log(`${cleared} conversation emptied`);
    * }
    * ```
    */
@@ -1788,11 +1789,15 @@ function loadSettings() {
   ui.token.value = sessionStorage.getItem(TOKEN_KEY) ?? "";
   if (!ui.url.value) ui.settings.open = true;
 }
+function conversationName(typed) {
+  return typed.trim().replace(/[^A-Za-z0-9_.:-]+/g, "-").replace(/^-+|-+$/g, "").slice(0, 128);
+}
 function saveSettings() {
   const params = new URLSearchParams(location.search);
   const set = (name, value) => value ? params.set(name, value) : params.delete(name);
   set("url", ui.url.value.trim() === servedFrom() ? "" : ui.url.value.trim());
-  set("conversation", ui.conversation.value.trim());
+  ui.conversation.value = conversationName(ui.conversation.value);
+  set("conversation", ui.conversation.value);
   const query = params.toString();
   history.replaceState(null, "", query ? `?${query}` : location.pathname);
   if (ui.token.value.trim()) sessionStorage.setItem(TOKEN_KEY, ui.token.value.trim());
@@ -1828,12 +1833,7 @@ function connect() {
     setStatus(`Not a URL: ${base}`);
     return;
   }
-  const conversation = ui.conversation.value.trim();
-  if (conversation && !CONVERSATION_NAME.test(conversation)) {
-    setState("closed", "bad conversation name");
-    setStatus("A conversation name is 1-128 of A-Z a-z 0-9 _ . : - (no spaces)");
-    return;
-  }
+  const conversation = conversationName(ui.conversation.value);
   if (conversation) url.searchParams.set("conversation", conversation);
   const token = ui.token.value.trim();
   const c = new AgentClient(url.toString(), token ? {
