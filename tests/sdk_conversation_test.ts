@@ -193,42 +193,56 @@ Deno.test("sdk conversation: a client tool runs on the client whose query declar
   }
 });
 
-Deno.test("sdk conversation: memory commands list, search and clear conversations", async () => {
-  const stack = await startStack();
-  const trip = new AgentClient(stack.wsUrl, { ...FAST, conversation: "trip" });
-  const work = new AgentClient(stack.wsUrl, { ...FAST, conversation: "work" });
-  try {
-    await trip.connect();
-    await work.connect();
-    stack.sim.when("Lisbon", { kind: "stream", tokens: ["Start ", "in ", "Alfama."] });
-    await deadline(trip.ask("Plan a day in Lisbon").response, 5000, "trip answer");
-    await deadline(work.ask("Summarize the standup").response, 5000, "work answer");
+for (const store of ["memory", "postgres"] as const) {
+  Deno.test({
+    name: `sdk conversation: memory commands list, search and clear conversations (${store} store)`,
+    ignore: store === "postgres" && !dbAvailable,
+    async fn() {
+      const stack = await startStack(
+        store === "postgres" ? { SESSION_STORE: "postgres", DATABASE_URL } : {},
+      );
+      // Names of their own: a shared database may hold other tests' conversations.
+      const tag = crypto.randomUUID().slice(0, 8);
+      const [tripName, workName] = [`trip-${tag}`, `work-${tag}`];
+      const trip = new AgentClient(stack.wsUrl, { ...FAST, conversation: tripName });
+      const work = new AgentClient(stack.wsUrl, { ...FAST, conversation: workName });
+      try {
+        await trip.connect();
+        await work.connect();
+        stack.sim.when(`Lisbon${tag}`, { kind: "stream", tokens: ["Start ", "in ", "Alfama."] });
+        await deadline(trip.ask(`Plan a day in Lisbon${tag}`).response, 5000, "trip answer");
+        await deadline(work.ask("Summarize the standup").response, 5000, "work answer");
 
-    const { conversations } = await deadline(trip.conversations(), 3000, "conversations");
-    const byName = Object.fromEntries(conversations.map((c) => [c.name, c]));
-    assertEquals([byName.trip?.messages, byName.work?.messages], [2, 2]);
-    assert(!Number.isNaN(Date.parse(byName.trip.updated_at)), "updated_at is a date");
-    assertEquals(conversations[0].name, "work", "newest first");
+        const { conversations } = await deadline(trip.conversations(), 3000, "conversations");
+        const mine = conversations.filter((c) => c.name.endsWith(tag));
+        assertEquals(mine.map((c) => [c.name, c.messages]), [[workName, 2], [tripName, 2]]);
+        assert(!Number.isNaN(Date.parse(mine[0].updated_at)), "updated_at is a date");
 
-    const found = await deadline(work.searchMemory("Lisbon", { limit: 5 }), 3000, "search");
-    assertEquals(found.query, "Lisbon");
-    assert(found.results.length >= 1 && found.results.length <= 5, "hits within the limit");
-    assertEquals(found.results[0].conversation, "trip", "found from another conversation");
-    assert(found.results.every((r) => typeof r.score === "number"), "scored");
-    assert(found.results.some((r) => r.content.includes("Lisbon")), "the question is found");
+        const found = await deadline(
+          work.searchMemory(`Lisbon${tag}`, { limit: 5 }),
+          3000,
+          "search",
+        );
+        assertEquals(found.query, `Lisbon${tag}`);
+        assert(found.results.length >= 1 && found.results.length <= 5, "hits within the limit");
+        assertEquals(found.results[0].conversation, tripName, "found from another conversation");
+        assertEquals(found.results[0].role, "user");
+        assert(found.results.every((r) => typeof r.score === "number"), "scored");
 
-    const cleared = await deadline(work.clearMemory("trip"), 3000, "clear");
-    assertEquals([cleared.conversation, cleared.cleared], ["trip", 1]);
-    const after = await deadline(work.searchMemory("Lisbon"), 3000, "search after clear");
-    assertEquals(after.results.filter((r) => r.conversation === "trip"), []);
-    const err = await work.clearMemory("bad name").then(() => null, (e) => e);
-    assertEquals(err?.code, "invalid_conversation", "a bad name never reaches the server");
-  } finally {
-    trip.close();
-    work.close();
-    await stack.close();
-  }
-});
+        const cleared = await deadline(work.clearMemory(tripName), 3000, "clear");
+        assertEquals([cleared.conversation, cleared.cleared], [tripName, 1]);
+        const after = await deadline(work.searchMemory(`Lisbon${tag}`), 3000, "search after clear");
+        assertEquals(after.results, []);
+        const err = await work.clearMemory("bad name").then(() => null, (e) => e);
+        assertEquals(err?.code, "invalid_conversation", "a bad name never reaches the server");
+      } finally {
+        trip.close();
+        work.close();
+        await stack.close();
+      }
+    },
+  });
+}
 
 Deno.test({
   name:
