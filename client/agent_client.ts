@@ -1,11 +1,12 @@
 /**
  * TypeScript client for the `agent_websocket` edge function, protocol v1 with the v1.1
- * additions (tools, approvals, reasoning). No dependencies: runs in browsers, Deno and Node 20+
- * (pass the `ws` package's `WebSocket` where there is no global one). The connection itself
- * (reconnect, heartbeat, offline queue, tokens) is {@linkcode ReconnectingTransport}; this
- * module speaks the protocol over it: sessions resumed without losing or repeating frames,
- * queries as a promise plus streams of text, reasoning and tool events, client tools answered
- * automatically, and commands.
+ * additions (tools, approvals, reasoning, conversations, memory). No dependencies: runs in
+ * browsers, Deno and Node 20+ (pass the `ws` package's `WebSocket` where there is no global
+ * one). The connection itself (reconnect, heartbeat, offline queue, tokens) is
+ * {@linkcode ReconnectingTransport}; this module speaks the protocol over it: sessions resumed
+ * without losing or repeating frames, queries as a promise plus streams of text, reasoning and
+ * tool events, client tools answered automatically, conversations shared by several sockets,
+ * and commands.
  *
  * @example
  * ```ts
@@ -22,6 +23,15 @@
  * @module
  */
 import { isDuplicate, resumeUrl } from "./backoff.ts";
+import {
+  checkConversation,
+  type ConversationsFrame,
+  conversationUrl,
+  type MemoryClearedFrame,
+  type PresenceFrame,
+  type SearchMemoryFrame,
+  type SearchMemoryOptions,
+} from "./conversation.ts";
 import { Emitter, type Listener } from "./emitter.ts";
 import { AgentError } from "./errors.ts";
 import {
@@ -55,6 +65,13 @@ import { type ClientState, ReconnectingTransport, type TransportOptions } from "
 export { AgentError } from "./errors.ts";
 export type { ReconnectOptions } from "./backoff.ts";
 export type {
+  ConversationsFrame,
+  MemoryClearedFrame,
+  PresenceFrame,
+  SearchMemoryFrame,
+  SearchMemoryOptions,
+} from "./conversation.ts";
+export type {
   ClientState,
   HeartbeatOptions,
   TokenProvider,
@@ -76,6 +93,11 @@ const REPLAY_GRACE_MS = 2000;
 // Resends of one unanswered frame across resumes before it fails: a frame that makes the
 // server drop the connection must not be replayed into it forever.
 const MAX_RESENDS = 2;
+// Socket ids of this client remembered, so that frames a replay addresses to one of its earlier
+// sockets (a pong, an error about its frame) are still taken as its own.
+const OWN_SOCKETS = 16;
+// Ids of this client's queries remembered after they ended, for `isOwnQuery`.
+const OWN_QUERIES = 256;
 
 // ---------------------------------------------------------------------------------------------
 // Options and events
@@ -103,6 +125,13 @@ export interface AgentClientOptions extends TransportOptions {
    * `approval` event fires and the app answers with {@linkcode AgentClient.approve}.
    */
   onApproval?: ApprovalHandler;
+  /**
+   * Joins the user's conversation of this name (`?conversation=<name>`, 1–128 of
+   * `[A-Za-z0-9_.:-]`; v1.1): every socket of it sees every frame, any may ask. The client
+   * resumes it after a drop with its own `last_seq`; a `session_id` in the URL is ignored.
+   * Without it, a `conversation` parameter already in the URL is used.
+   */
+  conversation?: string;
 }
 
 /**
@@ -133,8 +162,19 @@ export interface AgentClientEvents {
   approval: ApprovalRequest;
   error: AgentError;
   pong: PongFrame;
-  /** A session is usable: after `connected`, or after `resumed` (`replayed` frames follow). */
-  open: { sessionId: string; resumed: boolean; replayed: number };
+  /**
+   * A session is usable: after `connected`, or after `resumed` (`replayed` frames follow). In a
+   * conversation, `socketId` is this socket's id (new for every socket).
+   */
+  open: {
+    sessionId: string;
+    resumed: boolean;
+    replayed: number;
+    socketId?: string;
+    conversation?: string;
+  };
+  /** A socket joined or left the conversation; `sockets` is how many are attached now (v1.1). */
+  presence: PresenceFrame;
   close: { code: number; reason: string; willReconnect: boolean };
   reconnecting: { attempt: number; delayMs: number };
   /** The session id changed; `lost` when a resume was refused and a fresh session began. */
@@ -257,6 +297,22 @@ function uuid(): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** Adds `id`, forgetting the oldest past `max` (insertion order is age). */
+function remember(set: Set<string>, id: string, max: number) {
+  set.delete(id);
+  set.add(id);
+  if (set.size > max) set.delete(set.values().next().value!);
+}
+
+/** The `conversation` parameter of a URL the app built itself, if any. */
+function conversationInUrl(url: string): string | undefined {
+  try {
+    return new URL(url, "ws://relative.invalid").searchParams.get("conversation") ?? undefined;
+  } catch {
+    return undefined; // the transport reports a bad URL when it opens it
+  }
+}
+
 const noop = () => {};
 const textDecoder = new TextDecoder();
 const textEncoder = new TextEncoder();
@@ -296,6 +352,13 @@ export class AgentClient {
   #replayTimer?: ReturnType<typeof setTimeout>;
   #limits: Record<string, unknown> = {};
   #features: string[] = [];
+  #conversation?: string;
+  /** Whether this client has been in its conversation, so the next socket resumes it. */
+  #joined = false;
+  #socketId?: string;
+  #ownSockets = new Set<string>();
+  #sockets?: number;
+  #ownQueries = new Set<string>();
 
   #asks = new Map<string, Ask>();
   #calls = new Set<Call>();
@@ -314,6 +377,8 @@ export class AgentClient {
    */
   constructor(url: string, options: AgentClientOptions = {}) {
     this.#url = url;
+    const named = options.conversation ?? conversationInUrl(url);
+    if (named !== undefined) this.#conversation = checkConversation(named);
     this.#tools = options.tools ?? {};
     this.#runner = new ToolRunner(this.#tools, options.onApproval, {
       answer: (frame) => this.#answer(frame),
@@ -322,7 +387,7 @@ export class AgentClient {
     const protocols = [PROTOCOL, ...(options.protocols ?? []).filter((p) => p !== PROTOCOL)];
     this.#transport = new ReconnectingTransport(url, { ...options, protocols }, {
       handshake: true,
-      url: () => this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url,
+      url: () => this.#socketUrl(),
       probe: () => JSON.stringify({ type: "ping", id: `heartbeat-${uuid()}` }),
       classifyClose: (code, _reason, disposition) => {
         if (code === CLOSE.tooLarge) {
@@ -353,6 +418,35 @@ export class AgentClient {
   /** @example `localStorage.sessionId = client.sessionId;` */
   get sessionId(): string | undefined {
     return this.#sessionId;
+  }
+
+  /**
+   * The conversation this client is in (the `conversation` option), if any.
+   *
+   * @example `document.title = client.conversation ?? "chat";`
+   */
+  get conversation(): string | undefined {
+    return this.#conversation;
+  }
+
+  /**
+   * The id the server gave this socket in a conversation (new for every socket, so it changes
+   * on reconnect); frames whose `socket` names another id are for another socket.
+   *
+   * @example `console.log(client.socketId);`
+   */
+  get socketId(): string | undefined {
+    return this.#socketId;
+  }
+
+  /**
+   * How many sockets are in the conversation, this one included, as the last `presence`
+   * notification said; undefined before one arrived.
+   *
+   * @example `badge.textContent = String(client.sockets ?? 1);`
+   */
+  get sockets(): number | undefined {
+    return this.#sockets;
   }
 
   /** Highest `seq` delivered so far. @example `console.log(client.lastSeq);` */
@@ -508,6 +602,7 @@ export class AgentClient {
       if (this.#asks.has(id)) throw new AgentError("duplicate_id", `Query ${id} is in progress`);
       this.#checkLimits(frame);
       this.#asks.set(id, ask);
+      remember(this.#ownQueries, id, OWN_QUERIES);
       this.#transport.send(JSON.stringify(frame), () => ask.sent = true);
     } catch (e) {
       if (this.#asks.get(id) === ask) this.#asks.delete(id);
@@ -618,6 +713,86 @@ export class AgentClient {
   }
 
   /**
+   * Lists the user's conversations, newest first (the `conversations` command; v1.1).
+   * Rejects with the server's `AgentError`, e.g. `unknown_command` on a server without memory.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const { conversations } = await client.conversations();
+   *   for (const c of conversations) console.log(c.name, c.messages, c.updated_at);
+   * }
+   * ```
+   */
+  conversations(): Promise<ConversationsFrame> {
+    return this.#memoryCommand<ConversationsFrame>("conversations", "conversations");
+  }
+
+  /**
+   * Searches what was said in all the user's conversations, best hits first (the
+   * `search_memory` command; v1.1).
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const { results } = await client.searchMemory("flight to Lisbon", { limit: 5 });
+   *   for (const r of results) console.log(r.conversation, r.role, r.content, r.score);
+   * }
+   * ```
+   */
+  searchMemory(query: string, options: SearchMemoryOptions = {}): Promise<SearchMemoryFrame> {
+    const args: Record<string, unknown> = { query };
+    if (options.limit !== undefined) args.limit = options.limit;
+    return this.#memoryCommand<SearchMemoryFrame>("search_memory", "search_memory", args);
+  }
+
+  /**
+   * Forgets the history of one conversation, or of all the user's conversations when none is
+   * named (the `clear_memory` command; v1.1). `cleared` says how many conversations were emptied;
+   * they stay, empty, and can go on.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const { cleared } = await client.clearMemory("old-trip");
+   *   console.log(`${cleared} conversation emptied`);
+   * }
+   * ```
+   */
+  clearMemory(conversation?: string): Promise<MemoryClearedFrame> {
+    let args: Record<string, unknown> | undefined;
+    try {
+      if (conversation !== undefined) args = { conversation: checkConversation(conversation) };
+    } catch (e) {
+      return Promise.reject(e); // a promise-returning method rejects, never throws
+    }
+    return this.#memoryCommand<MemoryClearedFrame>("clear_memory", "memory_cleared", args);
+  }
+
+  /**
+   * Whether query `id` was sent by this client (in flight or among its recent ones). In a
+   * conversation, events also carry the queries other sockets sent; this tells them apart.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000", { conversation: "team" });
+   * client.on("response", (r) => {
+   *   if (r.done && !client.isOwnQuery(r.id)) console.log("another tab got:", r.content);
+   * });
+   * ```
+   */
+  isOwnQuery(id: string): boolean {
+    return this.#asks.has(id) || this.#ownQueries.has(id);
+  }
+
+  /**
    * Rates a response; resolves with the `feedback_received` notification.
    *
    * @example
@@ -697,6 +872,18 @@ export class AgentClient {
   // -------------------------------------------------------------------------------------------
   // Connection lifecycle
 
+  /** The URL of the next socket: a join or resume of the conversation, or of the session. */
+  #socketUrl(): string {
+    if (this.#conversation !== undefined) {
+      return conversationUrl(
+        this.#url,
+        this.#conversation,
+        this.#joined ? this.#lastSeq : undefined,
+      );
+    }
+    return this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url;
+  }
+
   /** A socket went away or a new one is opening: its handshake and replay start over. */
   #resetSocket() {
     this.#handshaken = false;
@@ -707,7 +894,7 @@ export class AgentClient {
   #onStop(err: AgentError) {
     this.#resetSocket();
     this.#sessionEnded = false;
-    if (err.code === "session_timeout") this.#sessionId = undefined;
+    if (err.code === "session_timeout") [this.#sessionId, this.#joined] = [undefined, false];
     const pending = [...this.#asks.values(), ...this.#calls];
     this.#asks.clear();
     this.#calls.clear();
@@ -755,28 +942,44 @@ export class AgentClient {
       if (typeof f.heartbeat_ms === "number") this.#transport.limitHeartbeat(f.heartbeat_ms);
     }
     this.#sessionId = sessionId;
+    const socketId = typeof f.socket_id === "string"
+      ? f.socket_id
+      : typeof f.socket === "string"
+      ? f.socket
+      : undefined;
+    this.#socketId = socketId;
+    if (socketId !== undefined) remember(this.#ownSockets, socketId, OWN_SOCKETS);
+    if (typeof f.sockets === "number") this.#sockets = f.sockets;
+    const wasJoined = this.#joined;
+    if (this.#conversation !== undefined) this.#joined = true;
     this.#handshaken = true;
     this.#replayLeft = replayed;
     this.#transport.opened();
     if (replayed) this.#replayTimer = setTimeout(() => this.#afterReplay(), REPLAY_GRACE_MS);
 
     // Events come last: a listener may call close(), which every step below must respect.
-    // A `connected` answer to a resume means the old session is gone.
-    const lost = !resumed && previous !== undefined;
+    // A `connected` answer to a resume means the old session is gone (in a conversation: its
+    // frames since last_seq are, so the queries this client awaits may never end here).
+    const lost = !resumed && (previous !== undefined || wasJoined);
     if (lost || sessionId !== previous) {
       this.#events.emit("session", { sessionId, previousSessionId: previous, lost });
     }
     if (lost) {
       // Queries the old session had are gone; frames never sent go to the new session. The
       // server's not_found / resume_gap error, before or after `connected`, is an error event.
-      this.#failSent(
-        new AgentError("session_lost", `Session ${previous} expired; a new session started`, {
-          retryable: true,
-        }),
-      );
+      const why = wasJoined
+        ? `Frames of conversation ${this.#conversation} were missed; what was in flight is given up`
+        : `Session ${previous} expired; a new session started`;
+      this.#failSent(new AgentError("session_lost", why, { retryable: true }));
     }
     if (this.#open()) this.#dispatch(f);
-    if (this.#open()) this.#events.emit("open", { sessionId, resumed, replayed });
+    if (this.#open()) {
+      const open: AgentClientEvents["open"] = { sessionId, resumed, replayed };
+      if (this.#conversation !== undefined) {
+        Object.assign(open, { socketId, conversation: this.#conversation });
+      }
+      this.#events.emit("open", open);
+    }
     if (!replayed) this.#afterReplay();
   }
 
@@ -822,13 +1025,18 @@ export class AgentClient {
 
   #dispatch(f: AnyFrame) {
     this.#events.emit("frame", f as ServerFrame);
+    // A frame that answers another socket of the conversation (its pong, an error about its
+    // frame, its `connected`) only counts for seq: it is no answer to anything of this client.
+    if (typeof f.socket === "string" && !this.#ownSockets.has(f.socket)) return;
     const id = typeof f.id === "string" ? f.id : undefined;
     const ask = id === undefined ? undefined : this.#asks.get(id);
     if (ask) ask.acked = true;
     switch (f.type) {
       case "notification":
         if (f.event === "session_timeout") this.#sessionEnded = true;
+        if (f.event === "presence" && typeof f.sockets === "number") this.#sockets = f.sockets;
         this.#events.emit("notification", f as NotificationFrame);
+        if (f.event === "presence") this.#events.emit("presence", f as unknown as PresenceFrame);
         return this.#settleCall(f);
       case "status":
         ask?.events.push(f as StatusFrame);
@@ -947,6 +1155,19 @@ export class AgentClient {
       this.#transport.send(JSON.stringify(frame), () => (call.sent = true, onSent?.()));
       this.#calls.add(call);
     });
+  }
+
+  /** A command whose answer is the notification `event`; any other answer is an error. */
+  async #memoryCommand<T extends NotificationFrame>(
+    name: string,
+    event: string,
+    args?: Record<string, unknown>,
+  ): Promise<T> {
+    const n = await this.command(name, args);
+    if (n.event !== event) {
+      throw new AgentError("unexpected_answer", `Expected ${event}, got ${n.event}`, { id: n.id });
+    }
+    return n as T;
   }
 
   /** Sends a tool answer, kept until the server's `tool_result` for the call confirms it. */

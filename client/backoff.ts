@@ -181,12 +181,25 @@ export function isDuplicate(seq: unknown, lastSeq: number): boolean {
  * ```
  */
 export function resumeUrl(url: string, sessionId: string, lastSeq: number): string {
-  // Relative URLs are legal for a browser WebSocket; resolve them against the page.
+  const u = socketUrl(url);
+  u.searchParams.set("session_id", sessionId);
+  u.searchParams.set("last_seq", String(lastSeq));
+  return u.toString();
+}
+
+/**
+ * `url` as a WebSocket URL: resolved against the page when relative (legal for a browser
+ * WebSocket), and `http(s)` (the function URL as the dashboard shows it) turned into `ws(s)`.
+ *
+ * @example
+ * ```ts
+ * socketUrl("https://x.supabase.co/functions/v1/agent_websocket").protocol; // "wss:"
+ * ```
+ */
+export function socketUrl(url: string): URL {
   const base = (globalThis as { location?: { href: string } }).location?.href;
   const u = new URL(url, base);
   if (u.protocol === "http:") u.protocol = "ws:";
   if (u.protocol === "https:") u.protocol = "wss:";
-  u.searchParams.set("session_id", sessionId);
-  u.searchParams.set("last_seq", String(lastSeq));
-  return u.toString();
+  return u;
 }

@@ -5,12 +5,19 @@
  * (dimmed), tool calls and their results; a tool that needs approval is asked about with y/n,
  * and the next line typed answers it.
  *
- * Commands: `/cancel`, `/reset`, `/history`, `/stats`, `/help`, `/quit`.
+ * Conversations (v1.1): `/join <name>` reconnects into the user's conversation of that name,
+ * which other terminals or tabs may share — their questions' answers stream here too, and
+ * who comes and goes is shown. `/conversations` lists the user's conversations, `/search
+ * <words>` searches what was said in them, `/clear [name]` forgets one (or all).
+ *
+ * Commands: `/cancel`, `/reset`, `/history`, `/stats`, `/join <name>`, `/conversations`,
+ * `/search <words>`, `/clear [name]`, `/help`, `/quit`.
  *
  * @example
  * ```sh
  * deno run -A client/chat.ts                      # ws://127.0.0.1:8000
  * deno run -A client/chat.ts wss://<ref>.supabase.co/functions/v1/agent_websocket
+ * deno run -A client/chat.ts "ws://127.0.0.1:8000/?conversation=trip"   # join one at start
  * ```
  * @module
  */
@@ -18,8 +25,12 @@ import {
   AgentClient,
   AgentError,
   type ApprovalRequest,
+  checkConversation,
+  type ConversationsFrame,
   type NotificationFrame,
+  type SearchMemoryFrame,
   type StatusFrame,
+  type ToolResultFrame,
 } from "./mod.ts";
 
 const url = Deno.args[0] ?? "ws://127.0.0.1:8000";
@@ -80,6 +91,22 @@ function printHistory(n: NotificationFrame) {
   }
 }
 
+function printConversations(n: ConversationsFrame) {
+  if (n.conversations.length === 0) return dim("(no conversations yet)");
+  for (const c of n.conversations) {
+    const here = c.name === client.conversation ? " (here)" : "";
+    dim(`${c.name}${here} · ${c.messages} messages · ${c.updated_at}`);
+  }
+}
+
+function printHits(n: SearchMemoryFrame) {
+  if (n.results.length === 0) return dim(`(nothing found for "${n.query}")`);
+  for (const h of n.results) {
+    const text = h.content.length > 200 ? `${h.content.slice(0, 200)}…` : h.content;
+    dim(`${h.conversation} · ${h.role} · ${h.timestamp} · ${h.score.toFixed(2)}: ${text}`);
+  }
+}
+
 function errorText(e: unknown): string {
   return e instanceof AgentError ? `${e.code}: ${e.message}` : String(e);
 }
@@ -112,54 +139,78 @@ function promptApproval() {
 }
 
 const token = Deno.env.get("AGENT_TOKEN");
-const client = new AgentClient(url, {
-  token: token || undefined,
-  onApproval: (request) =>
-    new Promise<boolean>((decide) => {
-      approvals.push({ request, decide });
-      if (approvals.length === 1) promptApproval();
-    }),
-});
+// Queries of other sockets of the conversation already announced, so it is said once.
+const announced = new Set<string>();
 
-client.on("status", (s) => dim(`[${describe(s)}]`));
-client.on("reconnecting", (e) => dim(`[reconnecting in ${e.delayMs} ms, attempt ${e.attempt}]`));
-client.on("open", (e) =>
-  dim(
-    e.resumed
-      ? `[resumed session ${e.sessionId}, ${e.replayed} frames replayed]`
-      : `[connected to ${url}, session ${e.sessionId}]`,
-  ));
-client.on(
-  "session",
-  (e) => e.lost && dim(`[previous session expired; new session ${e.sessionId}]`),
-);
-client.on("notification", (n) => {
-  if (n.event === "shutdown" || n.event === "session_timeout") dim(`[${n.content ?? n.event}]`);
-});
-client.on("close", (e) => {
-  // While the server is down every failed attempt closes too; the reconnecting line says enough.
-  if (quitting || (e.willReconnect && client.state !== "open")) return;
-  dim(`[disconnected: ${e.code}${e.reason ? ` ${e.reason}` : ""}]`);
-  if (!e.willReconnect) Deno.exit(1);
-});
-client.on("error", (e) => !quitting && dim(`[error ${errorText(e)}]`));
-// Answer text is printed from frame events rather than from `handle.deltas`: events run in
-// frame order, so a status line of the next query can never overtake the tail of this answer
-// (an async iterator lags a few microtasks behind).
-client.on("response", (r) => {
-  if (r.delta) stream("answer", r.delta);
-  if (!r.done) return;
-  const stats = [r.finish_reason, r.model, r.usage && `${r.usage.total_tokens} tokens`];
-  if (r.tool_calls) stats.push(`tools ${r.tool_calls}, model calls ${r.iterations}`);
-  if (r.timing) stats.push(`${r.timing.total_ms} ms`);
-  dim(`[${stats.filter(Boolean).join(" · ")}]`);
-});
-client.on("reasoning", (r) => stream("reasoning", r.delta));
-client.on("tool_call", (c) => {
-  const who = c.executor === "client" ? " · run by this client" : "";
-  dim(`[tool ${c.tool}(${brief(c.arguments)})${who}]`);
-});
-client.on("tool_result", (r) => {
+/** A client (for `conversation`, when given) with every listener of this chat on it. */
+function open(conversation?: string): AgentClient {
+  const c = new AgentClient(url, {
+    token: token || undefined,
+    conversation,
+    onApproval: (request) =>
+      new Promise<boolean>((decide) => {
+        approvals.push({ request, decide });
+        if (approvals.length === 1) promptApproval();
+      }),
+  });
+  // A client left by /join is heard while it finishes what it had in flight, then never again.
+  const on: typeof c.on = (type, listener) =>
+    c.on(type, (e) => c === client || finishing.has(c) ? listener(e) : undefined);
+
+  on("status", (s) => {
+    if (!c.isOwnQuery(s.id) && !announced.has(s.id)) {
+      announced.add(s.id);
+      dim("[another client of this conversation asked; its answer follows]");
+    }
+    dim(`[${describe(s)}]`);
+  });
+  on("reconnecting", (e) => dim(`[reconnecting in ${e.delayMs} ms, attempt ${e.attempt}]`));
+  on("open", (e) => {
+    const where = e.conversation ? `conversation ${e.conversation}` : `session ${e.sessionId}`;
+    dim(
+      e.resumed
+        ? `[resumed ${where}, ${e.replayed} frames replayed]`
+        : `[connected to ${url}, ${where}]`,
+    );
+  });
+  on("session", (e) => e.lost && dim(`[previous session expired; new session ${e.sessionId}]`));
+  on("presence", (p) => {
+    const change = p.joined ? "a client joined" : p.left ? "a client left" : "presence";
+    dim(`[${change}: ${p.sockets} connected to ${c.conversation}]`);
+  });
+  on("notification", (n) => {
+    if (n.event === "shutdown" || n.event === "session_timeout") dim(`[${n.content ?? n.event}]`);
+  });
+  on("close", (e) => {
+    // While the server is down every failed attempt closes too; the reconnecting line says enough.
+    if (quitting || (e.willReconnect && c.state !== "open")) return;
+    dim(`[disconnected: ${e.code}${e.reason ? ` ${e.reason}` : ""}]`);
+    if (!e.willReconnect) Deno.exit(1);
+  });
+  on("error", (e) => !quitting && dim(`[error ${errorText(e)}]`));
+  // Answer text is printed from frame events rather than from `handle.deltas`: events run in
+  // frame order, so a status line of the next query can never overtake the tail of this answer
+  // (an async iterator lags a few microtasks behind).
+  on("response", (r) => {
+    if (r.delta) stream("answer", r.delta);
+    if (!r.done) return;
+    const stats = [r.finish_reason, r.model, r.usage && `${r.usage.total_tokens} tokens`];
+    if (r.tool_calls) stats.push(`tools ${r.tool_calls}, model calls ${r.iterations}`);
+    if (r.timing) stats.push(`${r.timing.total_ms} ms`);
+    dim(`[${stats.filter(Boolean).join(" · ")}]`);
+  });
+  on("reasoning", (r) => stream("reasoning", r.delta));
+  on("tool_call", (call) => {
+    const who = call.executor === "client" && c.isOwnQuery(call.id) ? " · run by this client" : "";
+    dim(`[tool ${call.tool}(${brief(call.arguments)})${who}]`);
+  });
+  on("tool_result", onToolResult);
+  // Not awaited: input is read (and queued by the SDK) while the server is still unreachable.
+  c.connect().catch(() => {});
+  return c;
+}
+
+function onToolResult(r: ToolResultFrame) {
   // A decision made elsewhere (timeout, another socket) withdraws the question.
   const i = approvals.findIndex((a) => a.request.toolCallId === r.tool_call_id);
   if (i >= 0) {
@@ -172,20 +223,50 @@ client.on("tool_result", (r) => {
       ? `[tool ${r.tool} → ${brief(r.result)}${took}]`
       : `[tool ${r.tool} failed: ${r.error}${took}]`,
   );
-});
+}
 
-const answers = new Set<Promise<unknown>>();
+// Clients left by /join that still answer what was asked before it.
+const finishing = new Set<AgentClient>();
+let client = open();
+
+/**
+ * Moves to conversation `name`: what is typed from now on goes there, while the client left
+ * behind finishes the answers and commands it had in flight, and then closes.
+ */
+function join(name: string) {
+  try {
+    checkConversation(name);
+  } catch (e) {
+    return dim(`[${errorText(e)}]`);
+  }
+  const old = client;
+  finishing.add(old);
+  client = open(name);
+  dim(`[joining conversation ${name}]`);
+  Promise.allSettled([...pending]).then(() => {
+    finishing.delete(old);
+    old.close();
+  });
+}
+
+// Answers and commands in flight: the end of input, and /join, wait for them.
+const pending = new Set<Promise<unknown>>();
+
+function track(p: Promise<unknown>) {
+  pending.add(p);
+  p.finally(() => pending.delete(p));
+}
 
 function ask(content: string) {
-  const answer = client.ask(content).response.catch(localError);
-  answers.add(answer);
-  answer.finally(() => answers.delete(answer));
+  track(client.ask(content).response.catch(localError));
 }
 
 /** Runs a slash command; returns false for /quit. */
 function command(line: string): boolean {
-  const report = <T>(p: Promise<T>, done: (v: T) => void) => p.then(done, localError);
-  switch (line.split(/\s+/)[0]) {
+  const report = <T>(p: Promise<T>, done: (v: T) => void) => track(p.then(done, localError));
+  const [name, ...words] = line.split(/\s+/);
+  const rest = words.join(" ");
+  switch (name) {
     case "/quit":
     case "/exit":
       return false;
@@ -201,14 +282,42 @@ function command(line: string): boolean {
     case "/stats":
       report(client.stats(), (n) => dim(JSON.stringify(n, null, 2)));
       break;
+    case "/join":
+      if (!rest) dim("[usage: /join <name>]");
+      else join(rest);
+      break;
+    case "/conversations":
+      report(client.conversations(), printConversations);
+      break;
+    case "/search":
+      if (!rest) dim("[usage: /search <words>]");
+      else report(client.searchMemory(rest), printHits);
+      break;
+    case "/clear":
+      report(
+        client.clearMemory(rest || undefined),
+        (n) => dim(`[emptied ${n.cleared} conversation(s): ${n.conversation ?? "all of yours"}]`),
+      );
+      break;
     default:
-      dim("commands: /cancel /reset /history /stats /quit — anything else is sent to the agent");
+      dim(
+        [
+          "commands:",
+          "  /cancel            stop the answer in progress",
+          "  /reset             clear this conversation's history",
+          "  /history /stats    show the history, the session's numbers",
+          "  /join <name>       switch to your conversation <name> (shared with other clients)",
+          "  /conversations     list your conversations",
+          "  /search <words>    search what was said in all your conversations",
+          "  /clear [name]      forget conversation <name>, or every conversation",
+          "  /quit",
+          "anything else is sent to the agent",
+        ].join("\n"),
+      );
   }
   return true;
 }
 
-// Not awaited: input is read (and queued by the SDK) while the server is still unreachable.
-client.connect().catch(() => {});
 dim(`agent chat — ${url} — /help for commands`);
 
 let eof = true;
@@ -234,7 +343,7 @@ for await (const raw of lines(Deno.stdin.readable)) {
   }
 }
 // At end of input (e.g. piped questions) let pending answers finish; /quit leaves at once.
-if (eof) await Promise.allSettled(answers);
+if (eof) await Promise.allSettled(pending);
 quitting = true;
 client.close();
 Deno.exit(0);

@@ -15,8 +15,8 @@ import type { ErrorFrame } from "./protocol.ts";
  * Every failure the SDK reports. Server `error` frames keep their `code`; the client adds
  * `session_lost`, `closed`, `unauthorized`, `policy_violation`, `too_many_connections`,
  * `session_taken_over`, `session_timeout`, `token_expired`, `reconnect_failed`,
- * `delivery_failed`, `offline_queue_full`, `message_too_large`, `duplicate_id`, `token_error`
- * and `invalid_url`.
+ * `delivery_failed`, `offline_queue_full`, `message_too_large`, `duplicate_id`, `token_error`,
+ * `invalid_url`, `invalid_conversation` and `unexpected_answer`.
  *
  * @example
  * ```ts

@@ -1,7 +1,7 @@
 /**
  * Client SDK for the `agent_websocket` edge function (protocol v1 with the v1.1 additions:
- * tools, approvals, reasoning). `AgentClient` speaks the protocol; `ReconnectingTransport` is
- * the reconnecting socket beneath it, usable on its own.
+ * tools, approvals, reasoning, conversations, memory). `AgentClient` speaks the protocol;
+ * `ReconnectingTransport` is the reconnecting socket beneath it, usable on its own.
  *
  * @example
  * ```ts
@@ -24,6 +24,16 @@ export {
   type AskOptions,
 } from "./agent_client.ts";
 export { AgentError } from "./errors.ts";
+export {
+  checkConversation,
+  CONVERSATION_NAME,
+  type ConversationsFrame,
+  conversationUrl,
+  type MemoryClearedFrame,
+  type PresenceFrame,
+  type SearchMemoryFrame,
+  type SearchMemoryOptions,
+} from "./conversation.ts";
 export {
   type ClientState,
   type HeartbeatOptions,
@@ -54,6 +64,7 @@ export {
   type ClientToolDeclaration,
   CLOSE,
   type CloseCode,
+  type ConversationSummary,
   ERROR_CODES,
   type ErrorCode,
   type ErrorFrame,
@@ -61,8 +72,10 @@ export {
   FEATURES,
   type FinalResponse,
   type FrameBase,
+  type MemoryHit,
   type NotificationFrame,
   type PongFrame,
+  type PresenceBody,
   PROTOCOL,
   PROTOCOL_VERSION,
   type QueryFrame,

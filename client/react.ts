@@ -4,7 +4,7 @@
  * text and reasoning, a status, `send`, `cancel`, tool events and approvals.
  *
  * The connection opens when the component mounts and closes when it unmounts (or when the URL
- * changes). Options are read when it opens; callbacks in them (`token`, tool `execute`,
+ * or the `conversation` option changes). Options are read when it opens; callbacks in them (`token`, tool `execute`,
  * `onApproval`) always run their latest version.
  *
  * The examples here are `ignore`d by `deno test --doc`: they need React, which only the npm
@@ -80,6 +80,12 @@ export interface UseAgentResult {
   /** Connection state: `connecting`, `open`, `reconnecting`, `closed`. */
   state: ClientState;
   sessionId: string | undefined;
+  /** The conversation joined (the `conversation` option), if any. */
+  conversation: string | undefined;
+  /** This socket's id in the conversation (new after every reconnect). */
+  socketId: string | undefined;
+  /** How many sockets are in the conversation (tabs, devices), this one included. */
+  sockets: number | undefined;
   /** The latest error (server `error` frames and connection failures). */
   error: AgentError | undefined;
   /** The most recent frames, oldest first, at most `maxEvents`. */
@@ -103,8 +109,9 @@ function latestTools(initial: ClientTools, latest: { current: UseAgentOptions })
 }
 
 /**
- * Opens a connection for the component's lifetime and re-renders on its state, session and
- * frames.
+ * Opens a connection for the component's lifetime and re-renders on its state, session,
+ * presence and frames. With `conversation`, every tab that joins the same name shares one
+ * conversation; changing it joins the other one (a new connection).
  *
  * @example
  * ```tsx ignore
@@ -120,6 +127,8 @@ export function useAgent(url: string, options: UseAgentOptions = {}): UseAgentRe
   const [client, setClient] = useState<AgentClient>();
   const [state, setState] = useState<ClientState>("idle");
   const [sessionId, setSessionId] = useState<string>();
+  const [socketId, setSocketId] = useState<string>();
+  const [sockets, setSockets] = useState<number>();
   const [error, setError] = useState<AgentError>();
   const [events, setEvents] = useState<ServerFrame[]>([]);
 
@@ -138,12 +147,15 @@ export function useAgent(url: string, options: UseAgentOptions = {}): UseAgentRe
       queueMicrotask(() => {
         setState(c.state);
         setSessionId(c.sessionId);
+        setSocketId(c.socketId);
+        setSockets(c.sockets);
       });
     const offs = [
       c.on("open", sync),
       c.on("close", sync),
       c.on("reconnecting", sync),
       c.on("session", sync),
+      c.on("presence", sync),
       c.on("error", (e) => (setError(e), sync())),
       c.on("frame", (f) => {
         const max = latest.current.maxEvents ?? 50;
@@ -171,7 +183,7 @@ export function useAgent(url: string, options: UseAgentOptions = {}): UseAgentRe
       for (const off of offs) off();
       c.close();
     };
-  }, [url]);
+  }, [url, options.conversation]);
 
   const send = useCallback((frame: ClientFrame) => {
     if (!client) throw new AgentError("closed", "Not connected yet: the component has not mounted");
@@ -182,7 +194,8 @@ export function useAgent(url: string, options: UseAgentOptions = {}): UseAgentRe
     return client.ask(content, opts);
   }, [client]);
 
-  return { client, state, sessionId, error, events, send, ask };
+  const conversation = client?.conversation ?? options.conversation;
+  return { client, state, sessionId, conversation, socketId, sockets, error, events, send, ask };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,7 +223,9 @@ export interface ChatToolCall {
 }
 
 /**
- * A message of the chat. The user's and the answer share `queryId`; `id` is unique.
+ * A message of the chat. The user's and the answer share `queryId`; `id` is unique. In a
+ * conversation the answers to what other tabs or devices asked appear too, with `own: false`
+ * (their question is not sent to this socket, so only the answer is there).
  *
  * @example
  * ```tsx ignore
@@ -221,6 +236,8 @@ export interface ChatMessage {
   id: string;
   queryId: string;
   role: "user" | "assistant";
+  /** False for an answer to a query another socket of the conversation sent. */
+  own: boolean;
   /** The text so far (streamed), or the whole text once `done`. */
   content: string;
   /** The model's reasoning so far, when it streams any. */
@@ -316,6 +333,18 @@ function applyFrame(f: ServerFrame): Update | undefined {
 }
 
 /**
+ * Whether `f` is the first frame seen of a query another socket of the conversation sent: a
+ * frame only queries have (an error may answer a command, so it starts nothing), for this
+ * socket (not one addressed to another), and not one of this client's own queries.
+ */
+function startsTheirAnswer(client: AgentClient, f: ServerFrame, id: string): boolean {
+  if (client.conversation === undefined || client.isOwnQuery(id)) return false;
+  if (typeof f.socket === "string" && f.socket !== client.socketId) return false;
+  return f.type === "status" || f.type === "response" || f.type === "reasoning" ||
+    f.type === "tool_call" || f.type === "tool_result";
+}
+
+/**
  * A chat over {@linkcode useAgent}: messages with streamed text and reasoning, the status of the
  * query in flight, tool calls as they run, and approvals to decide.
  *
@@ -339,6 +368,8 @@ export function useAgentChat(url: string, options: UseAgentOptions = {}): UseAge
   const [approvals, setApprovals] = useState<ApprovalRequest[]>([]);
   const [failed, setFailed] = useState(false);
   const ours = useRef(new Set<string>());
+  // Queries other sockets of the conversation sent, whose answers are showing here.
+  const theirs = useRef(new Set<string>());
 
   const update = useCallback((queryId: string, change: Update) => {
     setMessages((list) =>
@@ -351,11 +382,28 @@ export function useAgentChat(url: string, options: UseAgentOptions = {}): UseAge
     const refreshApprovals = () => setApprovals(client.pendingApprovals);
     const offs = [
       client.on("frame", (f) => {
-        if (typeof f.id !== "string" || !ours.current.has(f.id)) return;
+        if (typeof f.id !== "string") return;
+        const own = ours.current.has(f.id);
+        if (!own && !theirs.current.has(f.id)) {
+          if (!startsTheirAnswer(client, f, f.id)) return;
+          theirs.current.add(f.id);
+          const queryId = f.id;
+          setMessages((list) => [...list, {
+            id: queryId,
+            queryId,
+            role: "assistant",
+            own: false,
+            content: "",
+            reasoning: "",
+            tools: [],
+            done: false,
+          }]);
+        }
         const change = applyFrame(f);
         if (change) update(f.id, change);
         if (f.type === "tool_result") refreshApprovals();
         if ((f.type === "response" && f.done) || f.type === "error") {
+          if (!own) return void theirs.current.delete(f.id);
           ours.current.delete(f.id);
           setFailed(f.type === "error");
           refreshApprovals();
@@ -371,7 +419,7 @@ export function useAgentChat(url: string, options: UseAgentOptions = {}): UseAge
     const handle = client.ask(content, opts);
     const queryId = handle.id;
     ours.current.add(queryId);
-    const base = { queryId, reasoning: "", tools: [], done: false };
+    const base = { queryId, own: true, reasoning: "", tools: [], done: false };
     setFailed(false);
     setMessages((list) => [
       ...list,
@@ -405,6 +453,7 @@ export function useAgentChat(url: string, options: UseAgentOptions = {}): UseAge
   const clear = useCallback(async () => {
     setMessages([]);
     ours.current.clear();
+    theirs.current.clear();
     if (client) await client.reset();
   }, [client]);
 

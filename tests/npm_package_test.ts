@@ -11,7 +11,13 @@ const clientDir = new URL("../client/", import.meta.url).pathname;
 // The Node side of these tests, kept out of Deno's type check (they import npm packages that only
 // the temporary projects install).
 const scriptsDir = new URL("../client/node/", import.meta.url).pathname;
-const SCRIPTS = ["package_ws.mjs", "consumer.ts", "react_hooks.mjs", "react_tools.mjs"];
+const SCRIPTS = [
+  "package_ws.mjs",
+  "consumer.ts",
+  "react_hooks.mjs",
+  "react_tools.mjs",
+  "react_conversation.mjs",
+];
 const REACT = { react19: "19.3.1", react18: "18.3.1" } as const;
 const WS = "8.23.0";
 
@@ -205,6 +211,33 @@ for (const name of Object.keys(REACT) as (keyof typeof REACT)[]) {
         "unmounted",
       ]);
       assert(lines[0].includes(`React ${REACT[name]}`), lines[0]);
+      assertEquals(stderr, "", "React printed no warning");
+    } finally {
+      await stack.close();
+    }
+  });
+}
+
+for (const name of Object.keys(REACT) as (keyof typeof REACT)[]) {
+  Deno.test(`react hooks (${name.replace("react", "React ")}), real server: two tabs of one conversation count each other and share the answer stream`, async () => {
+    const p = await prepare();
+    if ("skip" in p) return console.log(`skipped: ${p.skip}`);
+    const stack = await startStack();
+    const tokens = Array.from({ length: 20 }, (_, i) => `c${i} `);
+    stack.sim.when("[react-room]", { kind: "stream", tokens, gapMs: 5 });
+    try {
+      const lines: string[] = [];
+      const stderr = await node(
+        p.projects[name],
+        ["react_conversation.mjs", stack.wsUrl, tokens.join("")],
+        (l) => lines.push(l),
+        30_000,
+      );
+      assertEquals(lines.filter((l) => l.startsWith("ok ")).map((l) => l.split(" ")[1]), [
+        "presence",
+        "shared",
+        "left",
+      ]);
       assertEquals(stderr, "", "React printed no warning");
     } finally {
       await stack.close();

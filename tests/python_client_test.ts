@@ -86,7 +86,8 @@ function token(): Promise<string> {
 }
 
 Deno.test({
-  name: "python client: streams, commands, typed errors, and survives a network cut and a restart",
+  name:
+    "python client: streams, commands, typed errors, conversations, memory, and survives a network cut and a restart",
   ignore: !available,
   async fn() {
     let stack = await startPythonStack();
@@ -138,6 +139,9 @@ Deno.test({
           "test_a_network_cut_mid_answer_resumes_with_no_delta_lost_or_repeated",
           "test_an_ask_in_flight_on_a_lost_session_fails_instead_of_hanging",
           "test_an_overlapping_replay_is_deduplicated_by_seq",
+          "test_frames_for_other_sockets_count_for_seq_only",
+          "test_two_clients_of_a_conversation_see_one_answer_stream_and_presence",
+          "test_memory_commands_list_search_and_clear_conversations",
         ]
       ) {
         assert(new RegExp(`^${name} .*\\.\\.\\. ok$`, "m").test(report), `${name} ran:\n${report}`);

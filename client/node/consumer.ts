@@ -27,6 +27,14 @@ for await (const e of handle.events) {
     console.log(call.tool_call_id, call.executor);
   }
 }
+const room = new AgentClient("ws://127.0.0.1:8000", { conversation: "room" });
+room.on("presence", (p) => console.log(p.sockets, p.joined ?? p.left, room.socketId));
+const names: string[] = (await room.conversations()).conversations.map((c) => c.name);
+const scores: number[] = (await room.searchMemory("x", { limit: 2 })).results.map((h) => h.score);
+const cleared: number = (await room.clearMemory()).cleared;
+console.log(names, scores, cleared, room.isOwnQuery("q1"), room.sockets);
+// @ts-expect-error the limit is a number
+room.searchMemory("x", { limit: "5" });
 const code: 4003 = CLOSE.tokenExpired;
 const messages: ChatMessage[] = [];
 console.log(final, code, messages, typeof useAgentChat, AgentError.name);

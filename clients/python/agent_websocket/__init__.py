@@ -1,4 +1,5 @@
-"""Python asyncio client for the agent_websocket Supabase Edge Function (protocol v1).
+"""Python asyncio client for the agent_websocket Supabase Edge Function (protocol v1, with
+the v1.1 conversations and memory).
 
 Example::
 
@@ -17,7 +18,15 @@ Example::
 """
 
 from .ask import Ask
-from .backoff import ReconnectPolicy, backoff_delay, close_disposition, is_duplicate, resume_url
+from .backoff import (
+    ReconnectPolicy,
+    backoff_delay,
+    close_disposition,
+    conversation_url,
+    is_conversation_name,
+    is_duplicate,
+    resume_url,
+)
 from .client import AgentClient
 from .codes import ERROR_CODES, PROTOCOL_VERSION, SUBPROTOCOL, Close
 from .errors import AgentError
@@ -33,6 +42,8 @@ __all__ = [
     "SUBPROTOCOL",
     "backoff_delay",
     "close_disposition",
+    "conversation_url",
+    "is_conversation_name",
     "is_duplicate",
     "resume_url",
 ]

@@ -1,5 +1,5 @@
 """Reconnect policy as pure functions: backoff delays, which close codes end the client,
-duplicate filtering by ``seq`` and the resume URL. The same numbers and rules as the JS
+duplicate filtering by ``seq`` and the resume and conversation URLs. The same numbers and rules as the JS
 SDK's ``client/backoff.ts``; free of I/O so they can be tested without a server.
 
 Example::
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import random as _random
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -113,6 +114,52 @@ def resume_url(url: str, session_id: str, last_seq: int) -> str:
              if k not in ("session_id", "last_seq")]
     query += [("session_id", session_id), ("last_seq", str(last_seq))]
     return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+#: What a conversation name may be: 1-128 of ``[A-Za-z0-9_.:-]`` (the server's rule).
+CONVERSATION_NAME = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def is_conversation_name(name: Any) -> bool:
+    """Whether ``name`` may name a conversation.
+
+    Example::
+
+        is_conversation_name("trip-2025"), is_conversation_name("no spaces")  # (True, False)
+    """
+    return isinstance(name, str) and CONVERSATION_NAME.fullmatch(name) is not None
+
+
+def conversation_url(url: str, name: str, last_seq: Optional[int] = None) -> str:
+    """The URL that joins conversation ``name``, or resumes it after ``last_seq`` when given.
+
+    Other query parameters are kept; ``session_id`` is dropped (a conversation names its
+    session).
+
+    Example::
+
+        conversation_url("ws://127.0.0.1:8000/?session_id=old", "trip", 12)
+        # "ws://127.0.0.1:8000/?conversation=trip&last_seq=12"
+    """
+    parts = urlsplit(http_to_ws(url))
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)
+             if k not in ("session_id", "last_seq", "conversation")]
+    query.append(("conversation", name))
+    if last_seq is not None:
+        query.append(("last_seq", str(last_seq)))
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def conversation_in_url(url: str) -> Optional[str]:
+    """The ``conversation`` query parameter of ``url``, if it has one.
+
+    Example::
+
+        conversation_in_url("ws://h/?conversation=trip")  # "trip"
+    """
+    values = [v for k, v in parse_qsl(urlsplit(url).query, keep_blank_values=True)
+              if k == "conversation"]
+    return values[-1] if values else None
 
 
 def http_to_ws(url: str) -> str:

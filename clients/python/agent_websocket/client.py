@@ -1,8 +1,10 @@
 """The asyncio client: one connection to the agent that outlives sockets.
 
 It reconnects with full-jitter backoff, resumes the session with ``?session_id=…&last_seq=N``
-(replayed frames are delivered once, in order) and keeps queries alive across drops. The
-behaviour mirrors the JS SDK (``client/agent_client.ts``).
+(replayed frames are delivered once, in order) and keeps queries alive across drops. With
+``conversation=`` it joins the user's named conversation instead, which other sockets may
+share, and resumes it with ``?conversation=…&last_seq=N``. The behaviour mirrors the JS SDK
+(``client/agent_client.ts``).
 
 Example::
 
@@ -22,6 +24,7 @@ import logging
 import math
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any, Awaitable, Callable, Dict, Iterable, List, Optional, Union
 
 import websockets
@@ -32,7 +35,10 @@ from .backoff import (
     ReconnectPolicy,
     backoff_delay,
     close_disposition,
+    conversation_in_url,
+    conversation_url,
     http_to_ws,
+    is_conversation_name,
     is_duplicate,
     resume_url,
 )
@@ -56,8 +62,29 @@ STABLE_S = 3.0
 # Resends of one unanswered frame across resumes before it fails: a frame that makes the
 # server drop the connection must not be replayed into it forever.
 MAX_RESENDS = 2
+# Socket ids of this client remembered, so that frames a replay addresses to one of its earlier
+# sockets (a pong, an error about its frame) are still taken as its own.
+OWN_SOCKETS = 16
+# Ids of this client's queries remembered after they ended, for `is_own_query`.
+OWN_QUERIES = 256
 
-EVENTS = ("frame", "open", "close", "reconnecting", "session", "error")
+EVENTS = ("frame", "open", "close", "reconnecting", "session", "presence", "error")
+
+
+def _remember(ids: "OrderedDict[str, None]", id: str, limit: int) -> None:
+    ids.pop(id, None)
+    ids[id] = None
+    while len(ids) > limit:
+        ids.popitem(last=False)
+
+
+def _check_conversation(name: Any) -> str:
+    if not is_conversation_name(name):
+        raise AgentError(
+            "invalid_conversation",
+            f"Conversation name must be 1-128 of A-Z a-z 0-9 _ . : - (got {name!r})",
+        )
+    return name
 
 
 class _Call:
@@ -98,6 +125,11 @@ class AgentClient:
         max_offline_queue: frames kept while disconnected.
         protocols: extra subprotocols to offer.
         connect_kwargs: passed to ``websockets.connect`` (``ssl``, ``extra_headers``, …).
+        conversation: joins the user's conversation of this name (1-128 of
+            ``[A-Za-z0-9_.:-]``, v1.1): every socket of it gets every frame, any may ask. A
+            ``session_id`` in the URL is ignored then; without it, a ``conversation``
+            parameter already in the URL is used. A bad name raises ``AgentError``
+            ``invalid_conversation``.
 
     Example::
 
@@ -122,8 +154,17 @@ class AgentClient:
         max_offline_queue: int = 100,
         protocols: Iterable[str] = (),
         connect_kwargs: Optional[Dict[str, Any]] = None,
+        conversation: Optional[str] = None,
     ) -> None:
         self._url = url
+        named = conversation if conversation is not None else conversation_in_url(url)
+        self._conversation = None if named is None else _check_conversation(named)
+        # Whether this client has been in its conversation, so the next socket resumes it.
+        self._joined = False
+        self._socket_id: Optional[str] = None
+        self._own_sockets: "OrderedDict[str, None]" = OrderedDict()
+        self._sockets: Optional[int] = None
+        self._own_queries: "OrderedDict[str, None]" = OrderedDict()
         self._token = token
         attempts = 0 if not reconnect else (math.inf if max_attempts is None else max_attempts)
         self._policy = ReconnectPolicy(initial_delay_s, max_delay_s, backoff_factor, attempts)
@@ -183,6 +224,50 @@ class AgentClient:
         return self._session_id
 
     @property
+    def conversation(self) -> Optional[str]:
+        """The conversation this client is in (the ``conversation`` option), if any.
+
+        Example::
+
+            print(client.conversation)
+        """
+        return self._conversation
+
+    @property
+    def socket_id(self) -> Optional[str]:
+        """This socket's id in the conversation (new for every socket, so after a reconnect).
+
+        Frames whose ``socket`` names another id answer another socket of the conversation.
+
+        Example::
+
+            print(client.socket_id)
+        """
+        return self._socket_id
+
+    @property
+    def sockets(self) -> Optional[int]:
+        """How many sockets are in the conversation, this one included (from ``presence``).
+
+        Example::
+
+            print(f"{client.sockets} clients here")
+        """
+        return self._sockets
+
+    def is_own_query(self, id: str) -> bool:
+        """Whether query ``id`` was sent by this client (in flight or among its recent ones).
+
+        In a conversation the ``frame`` event also carries the queries other sockets sent.
+
+        Example::
+
+            client.on("frame", lambda f: f["type"] == "response" and f.get("done")
+                      and not client.is_own_query(f["id"]) and print("other:", f["content"]))
+        """
+        return id in self._asks or id in self._own_queries
+
+    @property
     def last_seq(self) -> int:
         """Highest ``seq`` delivered so far.
 
@@ -205,10 +290,12 @@ class AgentClient:
     def on(self, event: str, listener: Listener) -> Callable[[], None]:
         """Subscribes to an event; returns the function that unsubscribes.
 
-        Events and payloads: ``frame`` (every server frame, a dict), ``open``
-        (``session_id``, ``resumed``, ``replayed``), ``close`` (``code``, ``reason``,
+        Events and payloads: ``frame`` (every server frame, a dict, including those a
+        conversation addresses to another socket), ``open`` (``session_id``, ``resumed``,
+        ``replayed``, ``socket_id``, ``conversation``), ``close`` (``code``, ``reason``,
         ``will_reconnect``), ``reconnecting`` (``attempt``, ``delay_s``), ``session``
-        (``session_id``, ``previous_session_id``, ``lost``) and ``error`` (an
+        (``session_id``, ``previous_session_id``, ``lost``), ``presence`` (the ``presence``
+        notification: ``sockets``, ``joined`` or ``left``) and ``error`` (an
         :class:`AgentError`: server ``error`` frames and terminal closes).
 
         Example::
@@ -311,6 +398,7 @@ class AgentClient:
                 raise AgentError("duplicate_id", f"Query {qid} is in progress", id=qid)
             self._check_limits(frame)
             self._asks[qid] = ask
+            _remember(self._own_queries, qid, OWN_QUERIES)
             self._enqueue(frame, lambda: setattr(ask, "sent", True))
         except AgentError as err:
             if self._asks.get(qid) is ask:
@@ -367,6 +455,58 @@ class AgentClient:
             print((await client.stats())["completion_tokens"])
         """
         return await self.command("stats")
+
+    async def conversations(self) -> List[Dict[str, Any]]:
+        """The user's conversations as ``[{name, messages, updated_at}]``, newest first.
+
+        Raises :class:`AgentError` (``unknown_command`` from a server without memory).
+
+        Example::
+
+            for c in await client.conversations(): print(c["name"], c["messages"])
+        """
+        answer = await self._memory_command("conversations", "conversations")
+        return list(answer.get("conversations") or [])
+
+    async def search_memory(
+        self, query: str, limit: Optional[int] = None
+    ) -> List[Dict[str, Any]]:
+        """Searches what was said in all the user's conversations; hits best first, as
+        ``[{conversation, role, content, timestamp, score}]``.
+
+        Example::
+
+            for hit in await client.search_memory("flight to Lisbon", limit=5):
+                print(hit["conversation"], hit["content"])
+        """
+        args: Dict[str, Any] = {"query": query}
+        if limit is not None:
+            args["limit"] = limit
+        answer = await self._memory_command("search_memory", "search_memory", args)
+        return list(answer.get("results") or [])
+
+    async def clear_memory(self, conversation: Optional[str] = None) -> int:
+        """Forgets one conversation's history, or every conversation's; returns how many
+        conversations were emptied (they stay, empty, and can go on).
+
+        Example::
+
+            print(await client.clear_memory("old-trip"), "conversation emptied")
+        """
+        args = None if conversation is None else {"conversation": _check_conversation(conversation)}
+        answer = await self._memory_command("clear_memory", "memory_cleared", args)
+        return int(answer.get("cleared") or 0)
+
+    async def _memory_command(
+        self, name: str, event: str, args: Optional[Dict[str, Any]] = None
+    ) -> Frame:
+        answer = await self.command(name, args)
+        if answer.get("event") != event:
+            raise AgentError(
+                "unexpected_answer", f"Expected {event}, got {answer.get('event')}",
+                id=answer.get("id"),
+            )
+        return answer
 
     async def feedback(self, id: str, rating: str, comment: Optional[str] = None) -> Frame:
         """Rates response ``id`` ``"up"`` or ``"down"``; returns ``feedback_received``.
@@ -426,11 +566,13 @@ class AgentClient:
         protocols = list(self._protocols)
         if token:
             protocols.append(TOKEN_SUBPROTOCOL_PREFIX + token)
-        url = (
-            resume_url(self._url, self._session_id, self._last_seq)
-            if self._session_id
-            else http_to_ws(self._url)
-        )
+        if self._conversation is not None:
+            last_seq = self._last_seq if self._joined else None
+            url = conversation_url(self._url, self._conversation, last_seq)
+        elif self._session_id:
+            url = resume_url(self._url, self._session_id, self._last_seq)
+        else:
+            url = http_to_ws(self._url)
         try:
             return await websockets.connect(
                 url,
@@ -504,6 +646,7 @@ class AgentClient:
             )
             if error == "session_timeout":
                 self._session_id = None
+                self._joined = False
             self._emit("error", err)
             self._stop(err)
             return False
@@ -556,6 +699,15 @@ class AgentClient:
             self._session_ended = False
             self._server_info = frame
         self._session_id = session_id
+        socket_id = frame.get("socket_id", frame.get("socket"))
+        self._socket_id = socket_id if isinstance(socket_id, str) else None
+        if self._socket_id is not None:
+            _remember(self._own_sockets, self._socket_id, OWN_SOCKETS)
+        if isinstance(frame.get("sockets"), int):
+            self._sockets = frame["sockets"]
+        was_joined = self._joined
+        if self._conversation is not None:
+            self._joined = True
         self._handshaken = True
         self._opened_at = time.monotonic()
         self._replay_left = replayed
@@ -565,8 +717,9 @@ class AgentClient:
                 REPLAY_GRACE_S, self._after_replay
             )
 
-        # A `connected` answer to a resume means the old session is gone.
-        lost = not resumed and previous is not None
+        # A `connected` answer to a resume means the old session is gone (in a conversation:
+        # its frames since last_seq are, so the queries this client awaits may never end here).
+        lost = not resumed and (previous is not None or was_joined)
         if lost or session_id != previous:
             self._emit(
                 "session",
@@ -583,7 +736,10 @@ class AgentClient:
                 )
             )
         self._dispatch(frame)
-        self._emit("open", {"session_id": session_id, "resumed": resumed, "replayed": replayed})
+        opened: Frame = {"session_id": session_id, "resumed": resumed, "replayed": replayed}
+        if self._conversation is not None:
+            opened.update(socket_id=self._socket_id, conversation=self._conversation)
+        self._emit("open", opened)
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(None)
         self._ready = None
@@ -629,6 +785,11 @@ class AgentClient:
 
     def _dispatch(self, frame: Frame) -> None:
         self._emit("frame", frame)
+        # A frame that answers another socket of the conversation (its pong, an error about
+        # its frame, its `connected`) only counts for seq: it is no answer to anything here.
+        target = frame.get("socket")
+        if isinstance(target, str) and target not in self._own_sockets:
+            return
         fid = frame.get("id")
         ask = self._asks.get(fid) if isinstance(fid, str) else None
         if ask is not None:
@@ -643,6 +804,10 @@ class AgentClient:
         elif kind == "notification":
             if frame.get("event") == "session_timeout":
                 self._session_ended = True
+            if frame.get("event") == "presence":
+                if isinstance(frame.get("sockets"), int):
+                    self._sockets = frame["sockets"]
+                self._emit("presence", frame)
             self._settle_call(frame)
         elif kind == "pong":
             self._settle_call(frame)

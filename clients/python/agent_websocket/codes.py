@@ -83,4 +83,6 @@ CLIENT_ERROR_CODES = (
     "duplicate_id",
     "token_error",
     "invalid_url",
+    "invalid_conversation",
+    "unexpected_answer",
 )

@@ -19,6 +19,7 @@ import json
 import os
 import unittest
 import urllib.request
+import uuid
 
 import websockets
 
@@ -202,6 +203,63 @@ class ServerTest(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(AgentError) as after:
             await within(client.ask("anyone?"))
         self.assertEqual(after.exception.code, "closed")
+
+    async def test_two_clients_of_a_conversation_see_one_answer_stream_and_presence(self):
+        name = f"py-{uuid.uuid4().hex[:8]}"
+        a = AgentClient(URL, TOKEN, conversation=name, **FAST)
+        b = AgentClient(PROXY_URL, TOKEN, conversation=name, **FAST)
+        frames_a, frames_b, opens_b = [], [], []
+        a.on("frame", lambda f: f["seq"] > 0 and frames_a.append(f))
+        b.on("frame", lambda f: f["seq"] > 0 and frames_b.append(f))
+        b.on("open", opens_b.append)
+        async with a, b:
+            self.assertNotEqual(a.socket_id, b.socket_id)
+            self.assertEqual(a.session_id, b.session_id)
+            await within(until(lambda: a.sockets == 2 and b.sockets == 2))
+            ask = a.ask("[slow] for both of us")
+            deltas = []
+            async for delta in ask:
+                deltas.append(delta)
+                if len(deltas) == 5:
+                    await control("cut")  # b's network goes; b resumes on its own
+            final = await within(ask)
+            await within(until(lambda: any(
+                f["type"] == "response" and f["id"] == ask.id and f.get("done")
+                for f in frames_b)))
+            self.assertTrue(a.is_own_query(ask.id))
+            self.assertFalse(b.is_own_query(ask.id))
+            # b asks too: a gets that answer.
+            other = b.ask("and one from b")
+            await within(other)
+            await within(until(lambda: a.last_seq == b.last_seq))
+        streamed_b = "".join(f.get("delta", "") for f in frames_b
+                             if f["type"] == "response" and f["id"] == ask.id and not f["done"])
+        self.assertEqual(final["content"], "".join(SLOW_TOKENS))
+        self.assertEqual(streamed_b, final["content"], "b got every delta once, in order")
+        seqs_b = [f["seq"] for f in frames_b]
+        self.assertEqual(seqs_b, list(range(seqs_b[0], seqs_b[0] + len(seqs_b))), "gapless")
+        # a saw the same frames (and, after b left, b's leaving).
+        self.assertEqual(seqs_b, [f["seq"] for f in frames_a
+                                  if seqs_b[0] <= f["seq"] <= seqs_b[-1]])
+        self.assertTrue(any(o["resumed"] for o in opens_b), "b resumed after the cut")
+
+    async def test_memory_commands_list_search_and_clear_conversations(self):
+        name = f"py-mem-{uuid.uuid4().hex[:8]}"
+        async with AgentClient(URL, TOKEN, conversation=name, **FAST) as client:
+            await within(client.ask("Remember the word zanzibar"))
+            listed = {c["name"]: c for c in await within(client.conversations())}
+            self.assertEqual(listed[name]["messages"], 2)
+            hits = await within(client.search_memory("zanzibar", limit=3))
+            self.assertTrue(hits and len(hits) <= 3)
+            self.assertEqual(hits[0]["conversation"], name)
+            self.assertEqual(await within(client.clear_memory(name)), 1)
+            hits = await within(client.search_memory("zanzibar"))
+            self.assertEqual([h for h in hits if h["conversation"] == name], [])
+
+
+async def until(check):
+    while not check():
+        await asyncio.sleep(0.01)
 
 
 if __name__ == "__main__":

@@ -91,12 +91,91 @@ function isDuplicate(seq, lastSeq) {
   return typeof seq === "number" && seq > 0 && seq <= lastSeq;
 }
 function resumeUrl(url, sessionId, lastSeq) {
+  const u = socketUrl(url);
+  u.searchParams.set("session_id", sessionId);
+  u.searchParams.set("last_seq", String(lastSeq));
+  return u.toString();
+}
+function socketUrl(url) {
   const base = globalThis.location?.href;
   const u = new URL(url, base);
   if (u.protocol === "http:") u.protocol = "ws:";
   if (u.protocol === "https:") u.protocol = "wss:";
-  u.searchParams.set("session_id", sessionId);
-  u.searchParams.set("last_seq", String(lastSeq));
+  return u;
+}
+
+// client/errors.ts
+var AgentError = class _AgentError extends Error {
+  name = "AgentError";
+  /** Machine-readable code, e.g. `rate_limited` or `session_lost`. */
+  code;
+  /** Whether sending the same thing again can succeed. */
+  retryable;
+  retryAfterMs;
+  /** Query or command id the error belongs to. */
+  id;
+  /** The server's frame, when the error came from one (carries `issues` for bad messages). */
+  frame;
+  constructor(code, message, opts = {}) {
+    super(message);
+    this.code = code;
+    this.retryable = opts.retryable ?? false;
+    this.retryAfterMs = opts.retryAfterMs;
+    this.id = opts.id;
+    this.frame = opts.frame;
+  }
+  /**
+   * Wraps a server `error` frame.
+   *
+   * @example
+   * ```ts
+   * import { AgentError } from "./errors.ts";
+   * const err = AgentError.fromFrame({
+   *   type: "error", seq: 3, timestamp: "", code: "rate_limited", message: "Slow down",
+   *   retryable: true, retry_after_ms: 500,
+   * });
+   * console.log(err.retryAfterMs); // 500
+   * ```
+   */
+  static fromFrame(f) {
+    return new _AgentError(String(f.code), String(f.message ?? f.code), {
+      retryable: f.retryable === true,
+      retryAfterMs: typeof f.retry_after_ms === "number" ? f.retry_after_ms : void 0,
+      id: typeof f.id === "string" ? f.id : void 0,
+      frame: f
+    });
+  }
+  /**
+   * A copy attributed to one query or call (client-side errors are shared by all pending ones).
+   *
+   * @example
+   * ```ts
+   * import { AgentError } from "./errors.ts";
+   * console.log(new AgentError("closed", "Closed").withId("q1").id); // "q1"
+   * ```
+   */
+  withId(id) {
+    return new _AgentError(this.code, this.message, {
+      retryable: this.retryable,
+      id
+    });
+  }
+};
+
+// client/conversation.ts
+var CONVERSATION_NAME = /^[A-Za-z0-9_.:-]{1,128}$/;
+function checkConversation(name) {
+  if (typeof name !== "string" || !CONVERSATION_NAME.test(name)) {
+    throw new AgentError("invalid_conversation", `Conversation name must be 1-128 of A-Z a-z 0-9 _ . : - (got ${JSON.stringify(name)})`);
+  }
+  return name;
+}
+function conversationUrl(url, name, lastSeq) {
+  const u = socketUrl(url);
+  u.searchParams.delete("session_id");
+  u.searchParams.delete("last_seq");
+  u.searchParams.set("conversation", name);
+  if (lastSeq !== void 0) u.searchParams.set("last_seq", String(lastSeq));
   return u.toString();
 }
 
@@ -157,64 +236,6 @@ var Emitter = class {
         });
       }
     }
-  }
-};
-
-// client/errors.ts
-var AgentError = class _AgentError extends Error {
-  name = "AgentError";
-  /** Machine-readable code, e.g. `rate_limited` or `session_lost`. */
-  code;
-  /** Whether sending the same thing again can succeed. */
-  retryable;
-  retryAfterMs;
-  /** Query or command id the error belongs to. */
-  id;
-  /** The server's frame, when the error came from one (carries `issues` for bad messages). */
-  frame;
-  constructor(code, message, opts = {}) {
-    super(message);
-    this.code = code;
-    this.retryable = opts.retryable ?? false;
-    this.retryAfterMs = opts.retryAfterMs;
-    this.id = opts.id;
-    this.frame = opts.frame;
-  }
-  /**
-   * Wraps a server `error` frame.
-   *
-   * @example
-   * ```ts
-   * import { AgentError } from "./errors.ts";
-   * const err = AgentError.fromFrame({
-   *   type: "error", seq: 3, timestamp: "", code: "rate_limited", message: "Slow down",
-   *   retryable: true, retry_after_ms: 500,
-   * });
-   * console.log(err.retryAfterMs); // 500
-   * ```
-   */
-  static fromFrame(f) {
-    return new _AgentError(String(f.code), String(f.message ?? f.code), {
-      retryable: f.retryable === true,
-      retryAfterMs: typeof f.retry_after_ms === "number" ? f.retry_after_ms : void 0,
-      id: typeof f.id === "string" ? f.id : void 0,
-      frame: f
-    });
-  }
-  /**
-   * A copy attributed to one query or call (client-side errors are shared by all pending ones).
-   *
-   * @example
-   * ```ts
-   * import { AgentError } from "./errors.ts";
-   * console.log(new AgentError("closed", "Closed").withId("q1").id); // "q1"
-   * ```
-   */
-  withId(id) {
-    return new _AgentError(this.code, this.message, {
-      retryable: this.retryable,
-      id
-    });
   }
 };
 
@@ -854,6 +875,8 @@ var ReconnectingTransport = class {
 // client/agent_client.ts
 var REPLAY_GRACE_MS = 2e3;
 var MAX_RESENDS = 2;
+var OWN_SOCKETS = 16;
+var OWN_QUERIES = 256;
 function uuid() {
   const c = globalThis.crypto;
   if (typeof c?.randomUUID === "function") return c.randomUUID();
@@ -864,6 +887,18 @@ function uuid() {
   b[8] = b[8] & 63 | 128;
   const h2 = Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   return `${h2.slice(0, 8)}-${h2.slice(8, 12)}-${h2.slice(12, 16)}-${h2.slice(16, 20)}-${h2.slice(20)}`;
+}
+function remember2(set, id, max) {
+  set.delete(id);
+  set.add(id);
+  if (set.size > max) set.delete(set.values().next().value);
+}
+function conversationInUrl(url) {
+  try {
+    return new URL(url, "ws://relative.invalid").searchParams.get("conversation") ?? void 0;
+  } catch {
+    return void 0;
+  }
 }
 var noop2 = () => {
 };
@@ -883,6 +918,13 @@ var AgentClient = class {
   #replayTimer;
   #limits = {};
   #features = [];
+  #conversation;
+  /** Whether this client has been in its conversation, so the next socket resumes it. */
+  #joined = false;
+  #socketId;
+  #ownSockets = /* @__PURE__ */ new Set();
+  #sockets;
+  #ownQueries = /* @__PURE__ */ new Set();
   #asks = /* @__PURE__ */ new Map();
   #calls = /* @__PURE__ */ new Set();
   /** Keyed by `<type>:<tool_call_id>`. */
@@ -899,6 +941,8 @@ var AgentClient = class {
    */
   constructor(url, options = {}) {
     this.#url = url;
+    const named = options.conversation ?? conversationInUrl(url);
+    if (named !== void 0) this.#conversation = checkConversation(named);
     this.#tools = options.tools ?? {};
     this.#runner = new ToolRunner(this.#tools, options.onApproval, {
       answer: (frame) => this.#answer(frame),
@@ -913,7 +957,7 @@ var AgentClient = class {
       protocols
     }, {
       handshake: true,
-      url: () => this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url,
+      url: () => this.#socketUrl(),
       probe: () => JSON.stringify({
         type: "ping",
         id: `heartbeat-${uuid()}`
@@ -943,6 +987,32 @@ var AgentClient = class {
   /** @example `localStorage.sessionId = client.sessionId;` */
   get sessionId() {
     return this.#sessionId;
+  }
+  /**
+   * The conversation this client is in (the `conversation` option), if any.
+   *
+   * @example `document.title = client.conversation ?? "chat";`
+   */
+  get conversation() {
+    return this.#conversation;
+  }
+  /**
+   * The id the server gave this socket in a conversation (new for every socket, so it changes
+   * on reconnect); frames whose `socket` names another id are for another socket.
+   *
+   * @example `console.log(client.socketId);`
+   */
+  get socketId() {
+    return this.#socketId;
+  }
+  /**
+   * How many sockets are in the conversation, this one included, as the last `presence`
+   * notification said; undefined before one arrived.
+   *
+   * @example `badge.textContent = String(client.sockets ?? 1);`
+   */
+  get sockets() {
+    return this.#sockets;
   }
   /** Highest `seq` delivered so far. @example `console.log(client.lastSeq);` */
   get lastSeq() {
@@ -1098,6 +1168,7 @@ var AgentClient = class {
       if (this.#asks.has(id)) throw new AgentError("duplicate_id", `Query ${id} is in progress`);
       this.#checkLimits(frame);
       this.#asks.set(id, ask2);
+      remember2(this.#ownQueries, id, OWN_QUERIES);
       this.#transport.send(JSON.stringify(frame), () => ask2.sent = true);
     } catch (e) {
       if (this.#asks.get(id) === ask2) this.#asks.delete(id);
@@ -1207,6 +1278,86 @@ var AgentClient = class {
     return this.command("stats");
   }
   /**
+   * Lists the user's conversations, newest first (the `conversations` command; v1.1).
+   * Rejects with the server's `AgentError`, e.g. `unknown_command` on a server without memory.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const { conversations } = await client.conversations();
+   *   for (const c of conversations) console.log(c.name, c.messages, c.updated_at);
+   * }
+   * ```
+   */
+  conversations() {
+    return this.#memoryCommand("conversations", "conversations");
+  }
+  /**
+   * Searches what was said in all the user's conversations, best hits first (the
+   * `search_memory` command; v1.1).
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const { results } = await client.searchMemory("flight to Lisbon", { limit: 5 });
+   *   for (const r of results) console.log(r.conversation, r.role, r.content, r.score);
+   * }
+   * ```
+   */
+  searchMemory(query, options = {}) {
+    const args = {
+      query
+    };
+    if (options.limit !== void 0) args.limit = options.limit;
+    return this.#memoryCommand("search_memory", "search_memory", args);
+  }
+  /**
+   * Forgets the history of one conversation, or of all the user's conversations when none is
+   * named (the `clear_memory` command; v1.1). `cleared` says how many conversations were emptied;
+   * they stay, empty, and can go on.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000");
+   * async function demo() {
+   *   const { cleared } = await client.clearMemory("old-trip");
+   *   console.log(`${cleared} conversation emptied`);
+   * }
+   * ```
+   */
+  clearMemory(conversation) {
+    let args;
+    try {
+      if (conversation !== void 0) args = {
+        conversation: checkConversation(conversation)
+      };
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.#memoryCommand("clear_memory", "memory_cleared", args);
+  }
+  /**
+   * Whether query `id` was sent by this client (in flight or among its recent ones). In a
+   * conversation, events also carry the queries other sockets sent; this tells them apart.
+   *
+   * @example
+   * ```ts
+   * import { AgentClient } from "./agent_client.ts";
+   * const client = new AgentClient("ws://127.0.0.1:8000", { conversation: "team" });
+   * client.on("response", (r) => {
+   *   if (r.done && !client.isOwnQuery(r.id)) console.log("another tab got:", r.content);
+   * });
+   * ```
+   */
+  isOwnQuery(id) {
+    return this.#asks.has(id) || this.#ownQueries.has(id);
+  }
+  /**
    * Rates a response; resolves with the `feedback_received` notification.
    *
    * @example
@@ -1278,6 +1429,13 @@ var AgentClient = class {
   }
   // -------------------------------------------------------------------------------------------
   // Connection lifecycle
+  /** The URL of the next socket: a join or resume of the conversation, or of the session. */
+  #socketUrl() {
+    if (this.#conversation !== void 0) {
+      return conversationUrl(this.#url, this.#conversation, this.#joined ? this.#lastSeq : void 0);
+    }
+    return this.#sessionId ? resumeUrl(this.#url, this.#sessionId, this.#lastSeq) : this.#url;
+  }
   /** A socket went away or a new one is opening: its handshake and replay start over. */
   #resetSocket() {
     this.#handshaken = false;
@@ -1287,7 +1445,10 @@ var AgentClient = class {
   #onStop(err) {
     this.#resetSocket();
     this.#sessionEnded = false;
-    if (err.code === "session_timeout") this.#sessionId = void 0;
+    if (err.code === "session_timeout") [this.#sessionId, this.#joined] = [
+      void 0,
+      false
+    ];
     const pending = [
       ...this.#asks.values(),
       ...this.#calls
@@ -1330,11 +1491,17 @@ var AgentClient = class {
       if (typeof f.heartbeat_ms === "number") this.#transport.limitHeartbeat(f.heartbeat_ms);
     }
     this.#sessionId = sessionId;
+    const socketId = typeof f.socket_id === "string" ? f.socket_id : typeof f.socket === "string" ? f.socket : void 0;
+    this.#socketId = socketId;
+    if (socketId !== void 0) remember2(this.#ownSockets, socketId, OWN_SOCKETS);
+    if (typeof f.sockets === "number") this.#sockets = f.sockets;
+    const wasJoined = this.#joined;
+    if (this.#conversation !== void 0) this.#joined = true;
     this.#handshaken = true;
     this.#replayLeft = replayed;
     this.#transport.opened();
     if (replayed) this.#replayTimer = setTimeout(() => this.#afterReplay(), REPLAY_GRACE_MS);
-    const lost = !resumed && previous !== void 0;
+    const lost = !resumed && (previous !== void 0 || wasJoined);
     if (lost || sessionId !== previous) {
       this.#events.emit("session", {
         sessionId,
@@ -1343,16 +1510,26 @@ var AgentClient = class {
       });
     }
     if (lost) {
-      this.#failSent(new AgentError("session_lost", `Session ${previous} expired; a new session started`, {
+      const why = wasJoined ? `Frames of conversation ${this.#conversation} were missed; what was in flight is given up` : `Session ${previous} expired; a new session started`;
+      this.#failSent(new AgentError("session_lost", why, {
         retryable: true
       }));
     }
     if (this.#open()) this.#dispatch(f);
-    if (this.#open()) this.#events.emit("open", {
-      sessionId,
-      resumed,
-      replayed
-    });
+    if (this.#open()) {
+      const open = {
+        sessionId,
+        resumed,
+        replayed
+      };
+      if (this.#conversation !== void 0) {
+        Object.assign(open, {
+          socketId,
+          conversation: this.#conversation
+        });
+      }
+      this.#events.emit("open", open);
+    }
     if (!replayed) this.#afterReplay();
   }
   // A method, not an inline comparison: TypeScript cannot see that listeners change the state.
@@ -1397,13 +1574,16 @@ var AgentClient = class {
   }
   #dispatch(f) {
     this.#events.emit("frame", f);
+    if (typeof f.socket === "string" && !this.#ownSockets.has(f.socket)) return;
     const id = typeof f.id === "string" ? f.id : void 0;
     const ask2 = id === void 0 ? void 0 : this.#asks.get(id);
     if (ask2) ask2.acked = true;
     switch (f.type) {
       case "notification":
         if (f.event === "session_timeout") this.#sessionEnded = true;
+        if (f.event === "presence" && typeof f.sockets === "number") this.#sockets = f.sockets;
         this.#events.emit("notification", f);
+        if (f.event === "presence") this.#events.emit("presence", f);
         return this.#settleCall(f);
       case "status":
         ask2?.events.push(f);
@@ -1511,6 +1691,16 @@ var AgentClient = class {
       this.#transport.send(JSON.stringify(frame), () => (call.sent = true, onSent?.()));
       this.#calls.add(call);
     });
+  }
+  /** A command whose answer is the notification `event`; any other answer is an error. */
+  async #memoryCommand(name, event, args) {
+    const n = await this.command(name, args);
+    if (n.event !== event) {
+      throw new AgentError("unexpected_answer", `Expected ${event}, got ${n.event}`, {
+        id: n.id
+      });
+    }
+    return n;
   }
   /** Sends a tool answer, kept until the server's `tool_result` for the call confirms it. */
   #answer(frame) {
