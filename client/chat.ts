@@ -160,7 +160,11 @@ function open(conversation?: string): AgentClient {
   on("status", (s) => {
     if (!c.isOwnQuery(s.id) && !announced.has(s.id)) {
       announced.add(s.id);
-      dim("[another client of this conversation asked; its answer follows]");
+      dim(
+        typeof s.question === "string"
+          ? `[another client of this conversation asked: ${brief(s.question)}]`
+          : "[another client of this conversation asked; its answer follows]",
+      );
     }
     dim(`[${describe(s)}]`);
   });

@@ -224,8 +224,8 @@ export interface ChatToolCall {
 
 /**
  * A message of the chat. The user's and the answer share `queryId`; `id` is unique. In a
- * conversation the answers to what other tabs or devices asked appear too, with `own: false`
- * (their question is not sent to this socket, so only the answer is there).
+ * conversation what other tabs or devices asked appears too — their question (from the query's
+ * first `status` frame) and its answer — with `own: false`.
  *
  * @example
  * ```tsx ignore
@@ -388,7 +388,20 @@ export function useAgentChat(url: string, options: UseAgentOptions = {}): UseAge
           if (!startsTheirAnswer(client, f, f.id)) return;
           theirs.current.add(f.id);
           const queryId = f.id;
-          setMessages((list) => [...list, {
+          const asked = f.type === "status" ? f.question : undefined;
+          const question: ChatMessage[] = typeof asked === "string"
+            ? [{
+              id: `${queryId}:user`,
+              queryId,
+              role: "user",
+              own: false,
+              content: asked,
+              reasoning: "",
+              tools: [],
+              done: true,
+            }]
+            : [];
+          setMessages((list) => [...list, ...question, {
             id: queryId,
             queryId,
             role: "assistant",

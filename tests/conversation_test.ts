@@ -44,6 +44,9 @@ Deno.test("conversation: three sockets get the same frames with the same seq", a
 
     stack.sim.when("[q]", { kind: "stream", tokens: ["one ", "two ", "three"] });
     const id = b.query("[q]");
+    // The others see what is being answered, and who asked.
+    const asked = await c.waitFor((f) => f.id === id && f.state === "thinking", "thinking on c");
+    assertEquals([asked.question, asked.asked_by], ["[q]", cb.socket_id]);
     const finals = await Promise.all([a, b, c].map((s) => s.terminal(id)));
     for (const f of finals) assertEquals([f.content, f.seq], ["one two three", finals[0].seq]);
     // From the third socket's connected on, all three saw exactly the same frames.

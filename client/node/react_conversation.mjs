@@ -32,7 +32,14 @@ function Tab({ name }) {
     ...chat.messages.map((m) =>
       createElement(
         "p",
-        { key: m.id, "data-role": m.role === "user" ? "prompt" : m.own ? "answer" : "theirs" },
+        {
+          key: m.id,
+          "data-role": m.role === "user"
+            ? (m.own ? "prompt" : "their-question")
+            : m.own
+            ? "answer"
+            : "theirs",
+        },
         m.content,
       )
     ),
@@ -68,6 +75,7 @@ chats.a.send("[react-room]");
 await waitFor(() => shown(a, "answer")[0] === expected, "tab a's answer");
 await waitFor(() => shown(b, "theirs")[0] === expected, "tab b to show tab a's answer");
 assert.deepEqual(shown(b, "prompt"), [], "b has no question of its own");
+assert.deepEqual(shown(b, "their-question"), ["[react-room]"], "b shows what tab a asked");
 assert.equal(chats.b.messages.at(-1).done, true);
 say("ok shared");
 

@@ -65,7 +65,7 @@ export function createRouter(deps: RouterDeps): Router {
     session.emit(errorFrame(err, id), id === undefined ? peer : undefined);
   }
 
-  function admit(session: Session, frame: QueryFrame, id: string): void {
+  function admit(session: Session, frame: QueryFrame, id: string, peer: Peer): void {
     if (deps.draining()) {
       throw new AgentError("draining", "This server is handing over; reconnect and send it again", {
         retryable: true,
@@ -101,6 +101,7 @@ export function createRouter(deps: RouterDeps): Router {
       metadata: frame.metadata ?? {},
       clientTools: frame.tools ?? [],
       receivedAt: performance.now(),
+      askedBy: peer.id,
     });
   }
 
@@ -141,7 +142,7 @@ export function createRouter(deps: RouterDeps): Router {
       case "query": {
         const id = frame.id ?? crypto.randomUUID();
         try {
-          return admit(session, frame, id);
+          return admit(session, frame, id, peer);
         } catch (err) {
           return reject(session, err, id, peer);
         }

@@ -96,6 +96,10 @@ export interface StatusBody {
   delay_ms?: number;
   /** With `thinking`: which model call of the query this is (1, 2, …). */
   iteration?: number;
+  /** In a conversation, on a query's first frame: the question, for the sockets that did not ask. */
+  question?: string;
+  /** In a conversation, on a query's first frame: the `socket_id` of the socket that asked. */
+  asked_by?: string;
   [field: string]: unknown;
 }
 

@@ -19,6 +19,8 @@ export interface PendingQuery {
   /** Tools the client declared with this query; it runs them. */
   clientTools: ClientToolDeclaration[];
   receivedAt: number;
+  /** In a conversation: the socket that asked (the others see the question with its answer). */
+  askedBy?: string;
 }
 
 /**

@@ -16,7 +16,7 @@ import { AgentError, errorFrame } from "../protocol/errors.ts";
 import type { Usage } from "../protocol/wire.ts";
 import type { Session } from "../session/session.ts";
 import { sleep } from "../platform/backoff.ts";
-import type { AbortWhy, InFlight } from "./turns.ts";
+import { type AbortWhy, askedFields, type InFlight } from "./turns.ts";
 import { runToolCalls } from "./tool_calls.ts";
 import type { CheckpointCall, TurnCheckpoint } from "./checkpoint.ts";
 
@@ -145,6 +145,7 @@ export function createTurnRunner(
         state: "thinking",
         content: "Thinking...",
         iteration: 1,
+        ...askedFields(session, q),
       });
     }
     log.debug("query_start", { session: session.id, query: q.id, resumed: !!resumed });

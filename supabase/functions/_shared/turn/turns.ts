@@ -21,7 +21,28 @@ export interface TurnHost {
   readonly store: SessionStore;
   readonly closed: boolean;
   readonly counters: { queries: number; cancelled: number };
+  /** The conversation's name; null for a plain session. */
+  readonly conversation?: string | null;
   emit(frame: OutgoingFrame): number;
+}
+
+/**
+ * In a conversation, a query's first frame carries the question and the
+ * socket that asked, so every other socket can show what is being answered.
+ *
+ * @example
+ * ```ts
+ * import { askedFields } from "./turns.ts";
+ * askedFields({ conversation: "trip" }, { content: "hi", askedBy: "a1b2" });
+ * // { question: "hi", asked_by: "a1b2" }
+ * ```
+ */
+export function askedFields(
+  host: { readonly conversation?: string | null },
+  query: { content: string; askedBy?: string },
+): { question?: string; asked_by?: string } {
+  if (host.conversation === null || host.conversation === undefined) return {};
+  return { question: query.content, ...(query.askedBy ? { asked_by: query.askedBy } : {}) };
 }
 
 /** Runs one query to its one terminal frame; `turn.signal` aborts it. */
@@ -187,6 +208,7 @@ export class Turns {
         state: "queued",
         content: `Queued at position ${position}`,
         position,
+        ...askedFields(this.host, query),
       });
     } else {
       this.host.counters.queries++;
