@@ -237,29 +237,43 @@ export function createPlacement(deps: PlacementDeps): Placement {
     if (session.owner !== (conn.user?.id ?? null)) {
       return { code: "not_found", message: "Unknown session" };
     }
-    let plan = lastSeq === null ? null : await collectReplay(session, lastSeq);
-    if (conn.socket.readyState !== WebSocket.OPEN) return null;
-    if (session.closed) return { code: "not_found", message: "The session ended" };
-    if (plan && !plan.ok) {
-      if (session.conversation === null) return plan;
-      // A conversation goes on; the socket is told what it missed cannot be replayed.
+    const peer = localPeer(conn.socket, conn.socketId, lastSeq ?? session.seq);
+    if (lastSeq !== null) {
+      // Attached before the replay is read, its live frames held until the replay is
+      // sent: whatever is emitted meanwhile reaches it once, after the replay.
+      peer.held = [];
+      bind(session, conn, peer);
+      const plan = await collectReplay(session, lastSeq);
+      if (session.closed) return { code: "not_found", message: "The session ended" };
+      if (conn.socket.readyState !== WebSocket.OPEN) return null;
+      if (plan.ok) {
+        keepNewest(session, peer.id);
+        sendSocketFrame(
+          conn.socket,
+          resumedFrame(session.id, session.conversation, conn, lastSeq, plan.frames.length),
+        );
+        session.sendReplay(peer, plan.frames);
+        session.release(peer);
+        log.info("session_resumed", { session: session.id, replayed: plan.frames.length });
+        presence(session, peer, null);
+        return null;
+      }
+      if (session.conversation === null) {
+        session.detach(peer.id);
+        conn.session = null;
+        conn.peer = null;
+        return plan;
+      }
+      // A conversation goes on; the socket is told what it missed cannot be replayed,
+      // and starts again from now.
       sendSocketFrame(conn.socket, errorFrame(new AgentError(plan.code, plan.message)));
-      plan = null;
+      peer.held = undefined;
+      peer.sentUpTo = session.seq;
+    } else {
+      keepNewest(session, peer.id);
+      bind(session, conn, peer);
     }
-    // From here to the end nothing awaits: no frame can be emitted between the
-    // replay and the attach, so the client misses nothing and sees nothing twice.
-    const peer = localPeer(conn.socket, conn.socketId, plan ? lastSeq! : session.seq);
-    keepNewest(session, peer.id);
-    if (plan?.ok) {
-      sendSocketFrame(
-        conn.socket,
-        resumedFrame(session.id, session.conversation, conn, lastSeq!, plan.frames.length),
-      );
-      session.sendReplay(peer, plan.frames);
-      log.info("session_resumed", { session: session.id, replayed: plan.frames.length });
-    }
-    bind(session, conn, peer);
-    if (!plan) session.emit(connected(session, peer), peer);
+    session.emit(connected(session, peer), peer);
     presence(session, peer, null);
     return null;
   }
@@ -285,14 +299,17 @@ export function createPlacement(deps: PlacementDeps): Placement {
       relayed.delete(sock.id);
       conn.relayed = null;
       if (conn.socket.readyState !== WebSocket.OPEN) continue;
+      const peer = localPeer(conn.socket, conn.socketId, sock.lastSent);
+      peer.held = [];
+      bind(session, conn, peer);
       const plan = await collectReplay(session, sock.lastSent);
-      if (!plan.ok || session.closed) {
+      if (session.closed) continue;
+      if (!plan.ok) {
         closeQuietly(conn.socket, CLOSE.restart, "Server restart");
         continue;
       }
-      const peer = localPeer(conn.socket, conn.socketId, sock.lastSent);
       session.sendReplay(peer, plan.frames);
-      bind(session, conn, peer);
+      session.release(peer);
     }
     return true;
   }

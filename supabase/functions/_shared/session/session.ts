@@ -76,6 +76,11 @@ export interface Peer {
   close(code: number, reason: string, say?: Record<string, unknown>): void;
   /** When it was attached, for the maximum connection age. */
   readonly attachedAt?: number;
+  /**
+   * While set, the socket is catching up on its replay: live frames wait here
+   * and follow the replay ({@linkcode Session.release}), so none falls between.
+   */
+  held?: { seq: number; json: string }[];
 }
 
 /** A frame emitted and not yet sent, because a frame before it is not yet durable. */
@@ -287,6 +292,10 @@ export class Session {
     for (const peer of this.peers.values()) {
       const ws = peer.ws;
       if (!ws || seq <= peer.sentUpTo || ws.readyState !== WebSocket.OPEN) continue;
+      if (peer.held) {
+        peer.held.push({ seq, json });
+        continue;
+      }
       // A client that stops reading must not grow our memory without bound.
       if (ws.bufferedAmount > this.#sendHardLimit) {
         this.stoppedReading(peer);
@@ -316,6 +325,13 @@ export class Session {
         // The socket closed meanwhile; onClose handles it.
       }
     }
+  }
+
+  /** A socket has had its replay: the live frames that waited meanwhile follow it. */
+  release(peer: Peer): void {
+    const held = peer.held;
+    peer.held = undefined;
+    if (held) this.sendReplay(peer, held);
   }
 
   /**
