@@ -11,6 +11,8 @@ export interface ServerProcess {
   url: string;
   wsUrl: string;
   lines: string[];
+  /** Resolves when the process has exited, for whatever reason. */
+  status: Promise<Deno.CommandStatus>;
   /** Kills it at once (SIGKILL: no goodbye, no flush) or gracefully (SIGTERM). */
   kill(signal?: Deno.Signal): Promise<void>;
 }
@@ -44,22 +46,40 @@ export async function startServerProcess(
     }
   };
   const pumps = Promise.all([read(child.stdout), read(child.stderr)]);
-  const url = await deadline(
-    new Promise<string>((resolve) => {
-      const check = (line: string) => {
-        if (line.includes('"server_started"')) resolve(JSON.parse(line).url);
-      };
-      lines.forEach(check);
-      onLine = check;
-    }),
-    15_000,
-    `server process to start; output: ${lines.join("\n")}`,
-  );
+  const started = new Promise<string>((resolve) => {
+    const check = (line: string) => {
+      if (line.includes('"server_started"')) resolve(JSON.parse(line).url);
+    };
+    lines.forEach(check);
+    onLine = check;
+  });
+  // A process that exits at startup (bad config, no schema) fails at once with what it said,
+  // instead of a timeout with an empty message.
+  const exitedEarly = child.status.then(async (s) => {
+    await pumps;
+    throw new Error(`server process exited (code ${s.code}) before it listened:\n${lines.join("\n")}`);
+  });
+  exitedEarly.catch(() => {});
+  let url: string;
+  try {
+    url = await deadline(Promise.race([started, exitedEarly]), 15_000, "server process to start");
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await child.status;
+    throw err instanceof Error && err.message.startsWith("timed out")
+      ? new Error(`${err.message}; output:\n${lines.join("\n")}`)
+      : err;
+  }
   let killed = false;
   return {
     url,
     wsUrl: url.replace("http://", "ws://"),
     lines,
+    status: child.status,
     async kill(signal: Deno.Signal = "SIGKILL") {
       if (!killed) {
         killed = true;
