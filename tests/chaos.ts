@@ -132,6 +132,10 @@ export interface Report {
   violations: Violation[];
   /** Log events of the servers worth knowing (adoptions, store outages, crashes). */
   serverEvents: Record<string, number>;
+  /** Error terminals other than `interrupted`, by code. */
+  refusedCodes: Record<string, number>;
+  /** A few server log lines worth reading (failed adoptions, refused resumes, uncaught errors). */
+  notable: string[];
   durationMs: number;
 }
 
@@ -259,6 +263,8 @@ export class Checker {
   #sockets = 0;
   /** Server log events, counted by the cluster. */
   serverEvents: Record<string, number> = {};
+  /** Server log lines worth reading, picked by the cluster. */
+  notable: string[] = [];
 
   /** ms since the checker started. */
   now(): number {
@@ -581,15 +587,23 @@ export class Checker {
 
   /**
    * Ends the run: queries with no terminal are hanging (or never accepted),
-   * and everything is counted per the last fault that touched it.
+   * and everything is counted per fault kind. Later calls return the same report.
    */
   finish(durationMs = this.now()): Report {
+    this.#report ??= this.#count(durationMs);
+    return this.#report;
+  }
+
+  #report?: Report;
+
+  #count(durationMs: number): Report {
     const now = this.now();
     const rows = Object.fromEntries(
       [...FAULT_KINDS, "none"].map((k) => [k, emptyRow()]),
     ) as Record<FaultKind | "none", Row>;
     for (const ev of this.faults) rows[ev.kind].events++;
     const total = emptyRow();
+    const refusedCodes: Record<string, number> = {};
     for (const q of this.#queries.values()) {
       // A query counts in the row of every kind of fault that touched it while it was open.
       const kinds = [...new Set(q.faults.map((e) => e.kind))];
@@ -604,7 +618,10 @@ export class Checker {
       if (t) {
         if (t.type === "response") count("answered");
         else if (t.code === "interrupted") count("interrupted");
-        else count("refused");
+        else {
+          count("refused");
+          refusedCodes[t.code] = (refusedCodes[t.code] ?? 0) + 1;
+        }
       } else if (q.lost) count("lost");
       else if (!q.accepted) {
         const openFor = (q.socket.goneAt ?? now) - q.sentAt;
@@ -648,6 +665,8 @@ export class Checker {
       total,
       violations: this.violations,
       serverEvents: this.serverEvents,
+      refusedCodes,
+      notable: this.notable,
       durationMs,
     };
   }
@@ -667,7 +686,9 @@ export function formatReport(report: Report): string {
   const byInvariant: Record<string, number> = {};
   for (const v of report.violations) byInvariant[v.invariant] = (byInvariant[v.invariant] ?? 0) + 1;
   lines.push(`violations: ${JSON.stringify(byInvariant)}`);
+  lines.push(`refused (error terminals by code): ${JSON.stringify(report.refusedCodes)}`);
   lines.push(`server log: ${JSON.stringify(report.serverEvents)}`);
+  for (const l of report.notable.slice(0, 6)) lines.push(`  ${l.slice(0, 300)}`);
   lines.push(`duration: ${(report.durationMs / 1000).toFixed(1)} s`);
   return lines.join("\n");
 }
@@ -745,6 +766,9 @@ const LOGGED = [
   "store_recovered",
   "store_client_replaced",
 ];
+
+/** Log events whose lines the report quotes. */
+const NOTABLE = ["adopt_failed", "resume_refused", "session_lost"];
 
 /**
  * Real server processes on one database, each behind its own TCP proxy to
@@ -918,16 +942,21 @@ export class Cluster {
     if (node.proxy) node.proxy.refuse = false;
   }
 
-  /** Counts what the servers logged. */
+  /** Counts what the servers logged (and keeps a few lines worth reading in the checker). */
   countLogs(): Record<string, number> {
     const counts: Record<string, number> = {};
+    const notable: string[] = [];
     for (const node of this.nodes) {
       for (const line of node.proc.lines) {
-        if (line.includes("Uncaught")) counts.uncaught = (counts.uncaught ?? 0) + 1;
+        const uncaught = line.includes("Uncaught");
+        if (uncaught) counts.uncaught = (counts.uncaught ?? 0) + 1;
         const m = /"event":"([a-z_]+)"/.exec(line);
         if (m && LOGGED.includes(m[1])) counts[m[1]] = (counts[m[1]] ?? 0) + 1;
+        if (uncaught || (m && NOTABLE.includes(m[1]))) notable.push(`${node.name} ${line}`);
       }
     }
+    this.checker.serverEvents = counts;
+    this.checker.notable = notable;
     return counts;
   }
 
@@ -935,14 +964,16 @@ export class Cluster {
   logsAbout(needle: string, max = 20): string[] {
     const out: string[] = [];
     for (const node of this.nodes) {
-      for (const line of node.proc.lines) if (line.includes(needle)) out.push(`${node.name} ${line}`);
+      for (const line of node.proc.lines) {
+        if (line.includes(needle)) out.push(`${node.name} ${line}`);
+      }
     }
     return out.slice(-max);
   }
 
   /** Closes the clients, stops every process and the simulator. */
   async close(): Promise<void> {
-    this.checker.serverEvents = this.countLogs();
+    this.countLogs();
     await Promise.allSettled(this.clients.map((c) => c.close()));
     await Promise.allSettled(this.nodes.map(async (n) => {
       n.expectedExit = true;
@@ -982,6 +1013,10 @@ export class ChaosClient {
   readonly view: Frame[] = [];
   #n = 0;
   closing = false;
+  /** Close codes of the sockets the server closed under the client (not the ones it left). */
+  readonly serverCloses: number[] = [];
+  /** How resumes went: "resumed", "refused", or "redirected" (closed before resumed). */
+  readonly resumes: string[] = [];
 
   constructor(readonly cluster: Cluster, readonly name: string) {}
 
@@ -1046,15 +1081,20 @@ export class ChaosClient {
         if (track.state === "live" && this.#sock !== live) {
           // Current from its first live frame on: a close after this is the server letting go.
           this.#sock = live;
+          if (kind === "resume") this.resumes.push(track.refusedFrom ? "refused" : "resumed");
           resolve(live);
         }
       };
       ws.onclose = (e) => {
         const wasOurs = track.state === "awaiting" || track.state === "live";
+        if (track.state === "live") this.serverCloses.push(e.code);
+        if (track.kind === "resume" && track.state === "awaiting") this.resumes.push("redirected");
         this.checker.onClose(track, e.code);
         closedResolve(e.code);
         if (!opened || this.#sock !== live) {
-          reject(new Error(`socket to ${node.name} closed (${e.code}) before the session was ready`));
+          reject(
+            new Error(`socket to ${node.name} closed (${e.code}) before the session was ready`),
+          );
         } else if (wasOurs && this.auto && !this.closing) {
           // The server let go (crash, shutdown, takeover): resume elsewhere, as the SDK does.
           setTimeout(() => this.#autoResume(), Math.random() * 100);
@@ -1085,7 +1125,11 @@ export class ChaosClient {
       target ??= nodes.length ? pick(nodes) : undefined;
       if (target) {
         try {
-          await deadline(this.#attach(target, this.position ? "resume" : "fresh"), 10_000, "resume");
+          await deadline(
+            this.#attach(target, this.position ? "resume" : "fresh"),
+            10_000,
+            "resume",
+          );
           return;
         } catch {
           // That process went away or said to go elsewhere: try another.
@@ -1108,13 +1152,19 @@ export class ChaosClient {
   /**
    * Resumes on `node` (or a random process). With `overlap` the old socket
    * stays open until the new one is resumed (the client stops reading it at
-   * once); otherwise it is closed first.
+   * once); otherwise it is closed first. Leaving a live socket is recorded as
+   * a `switch` or `reconnect` fault; with `fallback`, a resume that `node`
+   * refuses goes on to a random process.
    */
   async resume(node?: Node, opts: { overlap?: boolean; fallback?: boolean } = {}): Promise<void> {
     while (this.moving) await new Promise((r) => setTimeout(r, 20));
     this.moving = true;
     const old = this.#sock;
     try {
+      // Leaving a socket that works is a forced event; resuming after the server let go is not.
+      if (old?.track.state === "live") {
+        this.checker.fault(opts.overlap ? "switch" : "reconnect", { client: this.name });
+      }
       if (old) this.checker.abandon(old.track);
       if (old && !opts.overlap) old.ws.close(1000);
       if (!node) return await this.#resumeSomewhere();
@@ -1290,7 +1340,6 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<Report> {
         const c = pick(idle, rnd);
         const others = live.filter((n) => n !== c.node);
         if (kind === "switch" && others.length === 0) continue;
-        cluster.checker.fault(kind, { client: c.name });
         const target = kind === "switch" ? pick(others, rnd) : undefined;
         c.resume(target, { overlap: kind === "switch", fallback: true }).catch(() => {});
       } else if (kind === "kill" || kind === "term") {
@@ -1314,9 +1363,8 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<Report> {
     ctl.stopping = true;
     await Promise.all(healing);
     await Promise.all(loops);
-    const report = cluster.checker.finish(performance.now() - started);
-    report.serverEvents = cluster.countLogs();
-    return report;
+    cluster.countLogs();
+    return cluster.checker.finish(performance.now() - started);
   } finally {
     ctl.stopping = true;
     for (const n of cluster.nodes) cluster.heal(n);

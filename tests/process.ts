@@ -19,14 +19,30 @@ export interface ServerProcess {
 
 const entry = new URL("../supabase/functions/agent_websocket/index.ts", import.meta.url).pathname;
 
-/** Starts the function with `env` on a free port and waits until it listens. */
+/** What the child keeps of this process's environment with `clearEnv` (deno's own needs). */
+const KEPT = ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"];
+
+/**
+ * Starts the function with `env` on a free port and waits until it listens.
+ * With `clearEnv` it sees `env` alone (no DATABASE_URL, SESSION_STORE … of
+ * the test's environment), as a deployment that sets only what it names.
+ */
 export async function startServerProcess(
   env: Record<string, string>,
   file = entry,
+  opts: { clearEnv?: boolean } = {},
 ): Promise<ServerProcess> {
+  const kept: Record<string, string> = {};
+  if (opts.clearEnv) {
+    for (const k of KEPT) {
+      const v = Deno.env.get(k);
+      if (v !== undefined) kept[k] = v;
+    }
+  }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net", "--allow-env", "--allow-read", file],
-    env: { PORT: "0", LOG_LEVEL: "info", NO_COLOR: "1", ...env },
+    clearEnv: opts.clearEnv ?? false,
+    env: { ...kept, PORT: "0", LOG_LEVEL: "info", NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -57,7 +73,9 @@ export async function startServerProcess(
   // instead of a timeout with an empty message.
   const exitedEarly = child.status.then(async (s) => {
     await pumps;
-    throw new Error(`server process exited (code ${s.code}) before it listened:\n${lines.join("\n")}`);
+    throw new Error(
+      `server process exited (code ${s.code}) before it listened:\n${lines.join("\n")}`,
+    );
   });
   exitedEarly.catch(() => {});
   let url: string;
