@@ -1,10 +1,10 @@
 /**
  * The agent runtime: what happens when a socket connects, opens, sends a
- * frame, closes or fails — the deployer's `onConnect`, starting or resuming
- * the session, routing each frame (queries to the session's turns, commands,
- * feedback, tool answers), expiry and shutdown. It is the one boundary where
- * a thrown `AgentError` becomes an `error` frame for a client frame; the turn
- * renders its own.
+ * frame, closes or fails — the deployer's `onConnect`; finding the session it
+ * speaks for (new, resumed, or the named conversation it joins) and where
+ * that session is held: here (the socket is attached to it), or on another
+ * live process (the socket is relayed, session/relay.ts); expiry, draining
+ * and shutdown. Client frames go to the router (agent/router.ts).
  *
  * @module
  */
@@ -14,37 +14,37 @@ import type { UserLimits } from "../platform/limits.ts";
 import type { DailyBudget } from "../platform/budget.ts";
 import type { Quota } from "../store/quota.ts";
 import type { SessionStore } from "../store/store.ts";
-import type { Bus } from "../store/bus.ts";
+import type { Bus, BusMessage } from "../store/bus.ts";
 import type { ModelBackend } from "../model/model.ts";
 import { CLOSE, PROTOCOL_VERSION } from "../protocol/codes.ts";
 import { AgentError, errorFrame } from "../protocol/errors.ts";
-import { parseClientFrame, type QueryFrame } from "../protocol/frames.ts";
-import { Session, type SessionOwner } from "../session/session.ts";
+import { type Peer, Session, type SessionOwner } from "../session/session.ts";
 import type { SessionRegistry, SweepReason } from "../session/registry.ts";
 import {
   collectReplay,
+  parseLastSeq,
   parseResumeRequest,
-  type ReplayPlan,
   type ResumeRequest,
 } from "../session/resume.ts";
+import { conversationSessionId, parseConversation } from "../session/conversation.ts";
 import { createTakeover } from "../session/takeover.ts";
 import { createSessionBounds } from "../session/bounds.ts";
-import {
-  closeQuietly,
-  notificationFrame,
-  sayTakenOver,
-  sendSocketFrame,
-} from "../session/socket.ts";
+import { createRemotePeers } from "../session/remote_peers.ts";
+import { createRelays, type RelaySocket } from "../session/relay.ts";
+import { closeQuietly, notificationFrame, sendSocketFrame } from "../session/socket.ts";
 import { createTurnRunner } from "../turn/turn.ts";
 import type { AgentDefinition, AgentUser } from "./definition.ts";
 import { createCommands } from "./commands.ts";
 import { createContexts } from "./context.ts";
+import { createRouter } from "./router.ts";
 import { ToolSet } from "./tools.ts";
 import { builtinTools } from "./builtin_tools.ts";
 
 /** One socket's view: the session it speaks for once that is known. */
 export interface Connection {
   socket: WebSocket;
+  /** This socket's id (`socket_id`): it names the socket within its session. */
+  socketId: string;
   url: URL;
   /** The verified user; null when auth is off. */
   user: AgentUser | null;
@@ -58,11 +58,18 @@ export interface Connection {
   expiry?: ReturnType<typeof setTimeout>;
   /** What `onConnect` stored; merged into the session's state. */
   state: Record<string, unknown>;
-  /** Null until the socket is open and its session created or resumed. */
+  /** The session held here that the socket is attached to, once it is. */
   session: Session | null;
+  /** The socket as its session knows it, once attached here. */
+  peer: Peer | null;
+  /** The id of the session held elsewhere that this socket is relayed to, if it is. */
+  relayed: string | null;
   resume: ResumeRequest | null;
-  /** Why the resume parameters were refused, if they were. */
+  /** The conversation asked for (`?conversation=`), if any. */
+  conversation: string | null;
+  /** Why the resume or conversation parameters were refused, if they were. */
   badResume: string | null;
+  badConversation: string | null;
   /** Frames received before the session was ready. */
   inbox: unknown[];
 }
@@ -83,7 +90,7 @@ export interface AgentRuntime {
    * (with auth on) and where it connects from.
    */
   onConnect(socket: WebSocket, url: URL, who?: Identity, address?: string): Connection;
-  /** Runs `onConnect`, starts or resumes the session; resolves once it is ready. */
+  /** Runs `onConnect`, starts, resumes or joins the session; resolves once it is ready. */
   onOpen(conn: Connection): Promise<void>;
   onMessage(conn: Connection, data: unknown): void;
   onClose(conn: Connection, code: number, reason: string): void;
@@ -92,8 +99,10 @@ export interface AgentRuntime {
   shutdown(reason: string): void;
   /**
    * Stops taking new work here (a planned stop, the isolate's CPU budget):
-   * each session is handed over — `shutdown` + 1012, released to the store —
-   * as soon as its answer in flight has ended, never in the middle of one.
+   * each session is handed over — `shutdown` + 1012 to its sockets here,
+   * released to the store for its sockets elsewhere — as soon as its answer
+   * in flight has ended, never in the middle of one. Reconnects that land
+   * here meanwhile are served (their session is held here) or sent on.
    * Calling it again hands over what has become idle since.
    */
   drain(reason: string): void;
@@ -142,6 +151,23 @@ function refusalClose(err: unknown): [number, string] {
   return [CLOSE.policy, "Refused"];
 }
 
+/** The frame a socket gets when another connection takes its (plain) session. */
+function takenOverFrame(sessionId: string): Record<string, unknown> {
+  return {
+    type: "notification",
+    event: "session_taken_over",
+    content: "Another connection resumed this session",
+    session_id: sessionId,
+    seq: 0,
+    timestamp: new Date().toISOString(),
+  };
+}
+
+/** A short random socket id. */
+function newSocketId(): string {
+  return crypto.randomUUID().replaceAll("-", "").slice(0, 16);
+}
+
 /**
  * Creates the runtime.
  *
@@ -156,6 +182,7 @@ function refusalClose(err: unknown): [number, string] {
  */
 export function createRuntime(deps: RuntimeDeps): AgentRuntime {
   const { config, log, store, sessions, limits, bus, agent, model, budget, quota } = deps;
+  const me = deps.instance;
   const tools = new ToolSet({ ...builtinTools(config.tools), ...agent.tools });
   const contexts = createContexts(config, log);
 
@@ -187,10 +214,22 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     contextFor: contexts.forCommand,
   });
   const allowedModels = [...new Set([model.defaultModel, ...config.allowedModels])];
-  const features = ["tools", "client_tools", "approval", "reasoning"];
+  const features = ["tools", "client_tools", "approval", "reasoning", "conversations", "memory"];
 
   /** Why this process is handing its sessions over; null while it takes work. */
   let draining: string | null = null;
+
+  const router = createRouter({
+    config,
+    log,
+    limits,
+    model,
+    tools,
+    commands,
+    allowedModels,
+    draining: () => draining,
+    checkBudget,
+  });
 
   function makeSession(id: string, who: SessionOwner, startSeq = 0): Session {
     const session: Session = new Session(
@@ -198,19 +237,56 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       store,
       config,
       who,
-      // Once a turn has ended (and its queue moved on), a draining process may let go.
-      (turn) => runTurn(session, turn).finally(() => draining && setTimeout(() => settle(session))),
+      // Once a turn has ended (and its queue moved on), the session may move on too.
+      (turn) =>
+        runTurn(session, turn).finally(() =>
+          setTimeout(() => draining ? settle(session) : handOffIfIdle(session))
+        ),
       startSeq,
     );
     return session;
   }
 
-  /** Says goodbye to a session's socket (clients reconnect and resume) and lets it go here. */
+  /** Tells the whole conversation how many sockets it has now. */
+  function presence(session: Session, joined: Peer | null, left: Peer | null): void {
+    if (session.conversation === null || session.closed) return;
+    const n = session.peers.size;
+    session.emit({
+      type: "notification",
+      event: "presence",
+      content: `${n} socket${n === 1 ? "" : "s"} attached`,
+      sockets: n,
+      ...(joined ? { joined: joined.id } : {}),
+      ...(left ? { left: left.id } : {}),
+    });
+  }
+
+  /** A plain session has one socket: the newest takes it, the others are told and closed. */
+  function takeOverOthers(session: Session, newest: string): void {
+    if (session.conversation !== null) return;
+    for (const peer of [...session.peers.values()]) {
+      if (peer.id === newest) continue;
+      session.detach(peer.id);
+      peer.close(CLOSE.takenOver, "Session taken over", takenOverFrame(session.id));
+    }
+  }
+
+  /** Says goodbye to the sockets here (they reconnect and resume) and lets the session go. */
   function handOver(session: Session, reason: string, content: string): void {
-    session.emit({ type: "notification", event: "shutdown", content, reason, reconnect: true });
-    closeQuietly(session.socket, CLOSE.restart, "Server restart");
-    // A durable session stays resumable in another process.
-    endSession(session, store.durable ? "released" : "closed");
+    const goodbye = {
+      type: "notification" as const,
+      event: "shutdown",
+      content,
+      reason,
+      reconnect: true,
+    };
+    const local = [...session.peers.values()].filter((p) => p.ws);
+    if (session.conversation === null) {
+      if (local.length > 0) session.emit(goodbye);
+    } else for (const peer of local) session.emit(goodbye, peer);
+    for (const peer of local) peer.close(CLOSE.restart, "Server restart");
+    // A durable session stays resumable in another process; a conversation is kept.
+    endSession(session, store.durable || session.conversation !== null ? "released" : "closed");
   }
 
   /**
@@ -225,40 +301,113 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     handOver(session, draining, "This server is handing over; reconnect");
   }
 
+  /**
+   * A session whose sockets are all on one other process, with nothing
+   * running: that process takes it (one hop less for every frame).
+   */
+  function handOffIfIdle(session: Session): void {
+    if (!bus || draining || session.closed || session.turns.inFlight) return;
+    if (session.turns.waiting > 0 || session.peers.size === 0) return;
+    const where = session.remoteInstances();
+    if (where.size !== 1 || [...session.peers.values()].some((p) => p.ws)) return;
+    log.info("session_handoff", { session: session.id, to: [...where][0] });
+    endSession(session, "released");
+  }
+
   const takeover = createTakeover({
     config,
     log,
     store,
     sessions,
-    bus,
-    instance: deps.instance,
     makeSession,
-    release: (session) => endSession(session, "released"),
     admit: (key) => bounds.admit(key),
   });
+
+  const remotePeers = bus
+    ? createRemotePeers({
+      log,
+      bus,
+      sessions,
+      instance: me,
+      joined(session, peer, fresh) {
+        takeOverOthers(session, peer.id);
+        const start = session.seq;
+        session.attach(peer);
+        if (fresh) session.emit(connectedFrame(session, peer), peer);
+        presence(session, peer, null);
+        return start;
+      },
+      left: (session, peer) => afterLeave(session, peer),
+      received: (session, peer, data) => router.dispatch(session, data, peer),
+    })
+    : null;
+
+  /** Connections of sockets relayed to sessions held elsewhere, by socket id. */
+  const relayedConns = new Map<string, Connection>();
+  const relays = bus
+    ? createRelays({
+      log,
+      bus,
+      store,
+      instance: me,
+      adopt: (rec, sockets) => adoptRelayed(rec.id, rec.holder, sockets),
+    })
+    : null;
+
+  if (remotePeers) store.onCommitted = (frames) => remotePeers.committed(frames);
   // Another process took a session over while this one still wrote to it (it looked
   // dead to the others): nothing of it is written from here any more, so let it go.
   store.onLost = (id) => {
     const session = sessions.get(id);
     if (!session) return;
     log.warn("session_lost", { session: id });
-    if (session.socket) sayTakenOver(session.socket, id);
-    endSession(session, "released");
-  };
-  bus?.subscribe((msg) => {
-    takeover.onBus(msg).catch((err) => log.error("bus_message_failed", { err: String(err) }));
-  }).catch((err) => log.error("bus_subscribe_failed", { err: String(err) }));
-
-  /** Renders what a client frame's handling threw, as one error frame. */
-  function reject(session: Session, err: unknown, id?: string): void {
-    if (!(err instanceof AgentError)) {
-      log.error("frame_handler_failed", { session: session.id, err: String(err).slice(0, 300) });
+    for (const peer of [...session.peers.values()]) {
+      if (!peer.ws) continue;
+      if (session.conversation === null) {
+        peer.close(CLOSE.takenOver, "Session taken over", takenOverFrame(id));
+      } else {
+        // Its sockets rejoin through whichever process holds it now.
+        peer.close(CLOSE.restart, "Server restart", {
+          type: "notification",
+          event: "shutdown",
+          content: "This conversation moved to another server; reconnect",
+          reason: "session_moved",
+          reconnect: true,
+          seq: 0,
+          timestamp: new Date().toISOString(),
+        });
+      }
     }
-    session.counters.errors++;
-    session.emit(errorFrame(err, id));
-  }
+    endSession(session, "released", false);
+  };
 
-  function connectedFrame(session: Session) {
+  function onBus(msg: BusMessage): void {
+    if (msg.from === me) return;
+    remotePeers?.onBus(msg);
+    relays?.onBus(msg);
+    const session = sessions.get(msg.session);
+    if (!session || session.closed) return;
+    if (msg.kind === "notify") {
+      session.emit(notificationFrame(msg.event, msg.content, msg.data));
+    } else if (msg.kind === "cleared") {
+      store.clearHistory(session.id).catch(() => {});
+    }
+  }
+  bus?.subscribe(
+    (msg) => {
+      try {
+        onBus(msg);
+      } catch (err) {
+        log.error("bus_message_failed", { kind: msg.kind, err: String(err).slice(0, 300) });
+      }
+    },
+    (about) =>
+      about.to !== undefined
+        ? about.to === me
+        : sessions.get(about.session) !== undefined || (relays?.wants(about.session) ?? false),
+  ).catch((err) => log.error("bus_subscribe_failed", { err: String(err) }));
+
+  function connectedFrame(session: Session, peer?: Peer) {
     const mode = config.simulator
       ? " [OFFLINE SIMULATOR: answers are simulated, no model is called]"
       : model.configured === false
@@ -267,8 +416,15 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     return {
       type: "notification" as const,
       event: "connected",
-      content: `Connected to Agent WebSocket. Session ID: ${session.id}${mode}`,
+      content: session.conversation === null
+        ? `Connected to Agent WebSocket. Session ID: ${session.id}${mode}`
+        : `Connected to Agent WebSocket. Conversation: ${session.conversation}${mode}`,
       session_id: session.id,
+      ...(session.conversation === null ? {} : {
+        conversation: session.conversation,
+        socket_id: peer?.id,
+        sockets: session.peers.size,
+      }),
       protocol: PROTOCOL_VERSION,
       agent: agent.name ?? config.agentName,
       model: model.defaultModel,
@@ -291,66 +447,43 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     };
   }
 
-  function admit(session: Session, frame: QueryFrame, id: string): void {
-    if (draining) {
-      throw new AgentError("draining", "This server is handing over; reconnect and send it again", {
-        retryable: true,
-        retryAfterMs: 0,
-      });
-    }
-    if (model.configured === false) {
-      throw new AgentError(
-        "not_configured",
-        "The server has no OPENROUTER_API_KEY configured, so it cannot answer",
-      );
-    }
-    if (frame.model !== undefined && !allowedModels.includes(frame.model)) {
-      throw new AgentError("model_not_allowed", `Model is not allowed here: ${frame.model}`, {
-        issues: [{ path: "model", message: `Allowed: ${allowedModels.join(", ")}` }],
-      });
-    }
-    // Checked before the rate limit: a bad declaration must not cost a token.
-    if (frame.tools) tools.forQuery(frame.tools);
-    checkBudget(session);
-    const wait = limits.take(session.rateKey);
-    if (wait > 0) {
-      throw new AgentError("rate_limited", "Too many queries; slow down", {
-        retryable: true,
-        retryAfterMs: wait,
-      });
-    }
-    session.turns.submit({
-      id,
-      content: frame.content,
-      model: frame.model,
-      stream: frame.stream ?? true,
-      metadata: frame.metadata ?? {},
-      clientTools: frame.tools ?? [],
-      receivedAt: performance.now(),
-    });
-  }
-
   /**
    * Ends this process's hold on a session. "closed" forgets it everywhere;
-   * "released" keeps it in a durable store for another process to resume,
-   * with its open queries left for that process to end as `interrupted`.
+   * "released" keeps it in the store for another process (or a later join of
+   * a conversation), with its open queries left for whoever takes it to end
+   * as `interrupted` — and tells the processes relaying it, which take it.
    */
-  function endSession(session: Session, why: "closed" | "released"): Promise<void> {
+  function endSession(session: Session, why: "closed" | "released", announce = true) {
     if (session.closed) return Promise.resolve();
     session.close(why);
     sessions.delete(session.id);
     limits.releaseSession(session.limitKey);
     limits.forget(session.rateKey);
     const done = why === "released" ? store.release(session.id) : store.delete(session.id);
-    return done.catch((err) =>
-      log.warn("store_end_failed", { session: session.id, why, err: String(err) })
-    );
+    return done.then(() => {
+      if (why === "released" && announce && bus && store.durable) {
+        return bus.publish({ kind: "released", session: session.id, from: me });
+      }
+    }).catch((err) => log.warn("store_end_failed", { session: session.id, why, err: String(err) }));
+  }
+
+  /** A socket left: presence, and what becomes of a session nobody watches. */
+  function afterLeave(session: Session, peer: Peer): void {
+    presence(session, null, peer);
+    if (session.peers.size === 0 && config.resumeWindowMs <= 0) {
+      log.info("session_close", { session: session.id });
+      endSession(session, session.conversation === null ? "closed" : "released");
+      return;
+    }
+    if (draining) settle(session);
+    else handOffIfIdle(session);
   }
 
   function expire(session: Session, why: SweepReason): void {
+    const keep = session.conversation !== null ? "released" : "closed";
     if (why === "resume_window") {
       log.info("session_expired", { session: session.id });
-      endSession(session, "closed");
+      endSession(session, keep);
     } else if (why === "idle") {
       log.info("session_timeout", { session: session.id });
       session.emit({
@@ -358,28 +491,51 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         event: "session_timeout",
         content: "Session closed due to inactivity",
       });
-      closeQuietly(session.socket, CLOSE.normal, "Session timeout");
-      endSession(session, "closed");
+      for (const peer of [...session.peers.values()]) {
+        peer.close(CLOSE.normal, "Session timeout");
+      }
+      endSession(session, keep);
     } else {
-      log.info("connection_max_age", { session: session.id });
-      session.emit({
-        type: "notification",
-        event: "shutdown",
-        content: "Connection reached its maximum age; reconnect",
-        reason: "max_connection_age",
-        reconnect: true,
-      });
-      closeQuietly(session.socket, CLOSE.restart, "Maximum connection age");
+      const now = Date.now();
+      for (const peer of [...session.peers.values()]) {
+        if (!peer.ws || now - (peer.attachedAt ?? now) <= config.maxConnectionAgeMs) continue;
+        log.info("connection_max_age", { session: session.id, socket: peer.id });
+        session.emit({
+          type: "notification",
+          event: "shutdown",
+          content: "Connection reached its maximum age; reconnect",
+          reason: "max_connection_age",
+          reconnect: true,
+        }, peer);
+        peer.close(CLOSE.restart, "Maximum connection age");
+      }
     }
   }
 
+  /** The socket as a session holds it here. */
+  function localPeer(conn: Connection, sentUpTo: number): Peer {
+    const ws = conn.socket;
+    return {
+      id: conn.socketId,
+      ws,
+      instance: null,
+      sentUpTo,
+      attachedAt: Date.now(),
+      close(code, reason, say) {
+        if (say) sendSocketFrame(ws, say);
+        closeQuietly(ws, code, reason);
+      },
+    };
+  }
+
   /** Binds a socket and its user to a session. */
-  function bind(session: Session, conn: Connection): void {
-    session.attach(conn.socket);
+  function bind(session: Session, conn: Connection, peer: Peer): void {
+    session.attach(peer);
     session.user = conn.user;
     session.token = conn.token;
     Object.assign(session.state, conn.state);
     conn.session = session;
+    conn.peer = peer;
   }
 
   const bounds = createSessionBounds({
@@ -389,156 +545,249 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     log,
     maxSessions: config.maxSessions,
     replayMemoryBytes: config.replayMemoryBytes,
-    end: (session) => endSession(session, "closed"),
+    end: (session) => endSession(session, session.conversation === null ? "closed" : "released"),
   });
 
-  function newSession(conn: Connection): Session | null {
-    if (!bounds.admit(conn.limitKey)) {
-      refuse(
-        conn,
-        new AgentError(
-          "too_many_connections",
-          `At most ${config.maxSessionsPerUser} sessions per user, all of them connected`,
-        ),
-      );
-      return null;
-    }
-    bounds.enforce();
-    const session = makeSession(crypto.randomUUID(), {
+  function ownerOf(conn: Connection): SessionOwner {
+    return {
       owner: conn.user?.id ?? null,
       upstreamUser: conn.upstreamUser,
       limitKey: conn.limitKey,
-    });
+      conversation: conn.conversation,
+    };
+  }
+
+  function tooMany(conn: Connection): void {
+    refuse(
+      conn,
+      new AgentError(
+        "too_many_connections",
+        `At most ${config.maxSessionsPerUser} sessions per user, all of them connected`,
+      ),
+    );
+  }
+
+  function newSession(conn: Connection): Session | null {
+    if (!bounds.admit(conn.limitKey)) {
+      tooMany(conn);
+      return null;
+    }
+    bounds.enforce();
+    const session = makeSession(crypto.randomUUID(), { ...ownerOf(conn), conversation: null });
     store.create(session.id, session.owner);
-    bind(session, conn);
+    bind(session, conn, localPeer(conn, 0));
     sessions.add(session);
     log.info("session_open", { session: session.id });
     session.emit(connectedFrame(session));
     return session;
   }
 
-  async function resume(conn: Connection, req: ResumeRequest): Promise<void> {
-    const found = sessions.get(req.sessionId) ??
-      (store.durable
-        ? await takeover.adopt(req, {
-          owner: conn.user?.id ?? null,
-          upstreamUser: conn.upstreamUser,
-          limitKey: conn.limitKey,
-        }).catch((err) => {
-          log.error("adopt_failed", { session: req.sessionId, err: String(err) });
-          return undefined;
-        })
-        : undefined);
+  /**
+   * Attaches a socket to a session held here: resuming after `lastSeq`
+   * (every frame after it once, then live) or joining fresh. False when the
+   * socket cannot have it (another user's, or a plain session's replay has a
+   * hole); `gap` then says why.
+   */
+  async function attachHere(
+    session: Session,
+    conn: Connection,
+    lastSeq: number | null,
+  ): Promise<{ ok: true } | { ok: false; code: "not_found" | "resume_gap"; message: string }> {
     // Another user's session is reported exactly like a missing one: nothing leaks.
-    const target = found && found.owner === (conn.user?.id ?? null) ? found : undefined;
-    const plan: ReplayPlan = target && !target.closed ? await collectReplay(target, req.lastSeq) : {
-      ok: false,
-      code: "not_found",
-      message: "Unknown session, or its resume window has ended; starting a new session",
-    };
-    if (conn.socket.readyState !== WebSocket.OPEN) return;
-    if (!plan.ok || !target) {
-      log.info("resume_refused", { session: req.sessionId, code: plan.ok ? "" : plan.code });
-      const fresh = newSession(conn);
-      if (!fresh) return;
-      reject(
-        fresh,
-        new AgentError(plan.ok ? "not_found" : plan.code, plan.ok ? "" : plan.message),
-      );
-      return;
+    if (session.owner !== (conn.user?.id ?? null)) {
+      return { ok: false, code: "not_found", message: "Unknown session" };
+    }
+    let plan = lastSeq === null ? null : await collectReplay(session, lastSeq);
+    if (conn.socket.readyState !== WebSocket.OPEN) return { ok: true };
+    if (session.closed) return { ok: false, code: "not_found", message: "The session ended" };
+    if (plan && !plan.ok) {
+      if (session.conversation === null) return plan;
+      // A conversation goes on; the socket is told what it missed cannot be replayed.
+      sendSocketFrame(conn.socket, errorFrame(new AgentError(plan.code, plan.message)));
+      plan = null;
     }
     // From here to the end nothing awaits: no frame can be emitted between the
     // replay and the attach, so the client misses nothing and sees nothing twice.
-    const previous = target.socket;
-    if (previous && previous !== conn.socket) sayTakenOver(previous, target.id);
-    bind(target, conn);
-    sendSocketFrame(conn.socket, {
-      type: "notification",
-      event: "resumed",
-      content: `Resumed session ${target.id}`,
-      session_id: target.id,
-      last_seq: req.lastSeq,
-      replayed: plan.frames.length,
-      resume_window_ms: config.resumeWindowMs,
-    });
-    for (const f of plan.frames) target.sendReplay(f.json);
-    log.info("session_resumed", { session: target.id, replayed: plan.frames.length });
+    const peer = localPeer(conn, plan ? lastSeq! : session.seq);
+    takeOverOthers(session, peer.id);
+    if (plan?.ok) {
+      sendSocketFrame(conn.socket, {
+        type: "notification",
+        event: "resumed",
+        content: `Resumed session ${session.id}`,
+        session_id: session.id,
+        ...(session.conversation === null
+          ? {}
+          : { conversation: session.conversation, socket_id: peer.id }),
+        last_seq: lastSeq,
+        replayed: plan.frames.length,
+        resume_window_ms: config.resumeWindowMs,
+      });
+      session.sendReplay(peer, plan.frames);
+      log.info("session_resumed", { session: session.id, replayed: plan.frames.length });
+    }
+    bind(session, conn, peer);
+    if (!plan) session.emit(connectedFrame(session, peer), peer);
+    presence(session, peer, null);
+    return { ok: true };
   }
 
-  /** The id a rejected frame's error should carry: a query's or command's own. */
-  function route(session: Session, data: unknown): void {
-    session.lastActivity = Date.now();
-    if (typeof data !== "string") {
-      throw new AgentError(
-        "unsupported_frame",
-        "Binary frames are not supported; send JSON text",
-      );
-    }
-    // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
-    if (data.length * 3 > config.maxMessageBytes) {
-      const bytes = encoder.encode(data).length;
-      if (bytes > config.hardMaxMessageBytes) {
-        session.counters.errors++;
-        closeQuietly(session.socket, CLOSE.tooLarge, "Message too large");
-        return;
+  /**
+   * Takes a session another process held (or a conversation kept in the
+   * store) and attaches the relayed sockets to it here, each continuing after
+   * what it was sent.
+   */
+  async function adoptRelayed(
+    id: string,
+    holder: string | null,
+    sockets: RelaySocket[],
+  ): Promise<boolean> {
+    const conns = sockets.map((s) => relayedConns.get(s.id)).filter((c) => c !== undefined);
+    if (conns.length === 0) return true;
+    const first = conns[0];
+    const last = Math.max(...sockets.map((s) => s.lastSent));
+    const session = sessions.get(id) ??
+      await takeover.adopt(id, holder, ownerOf(first), last);
+    if (!session) return false;
+    for (const sock of sockets) {
+      const conn = relayedConns.get(sock.id);
+      if (!conn) continue;
+      relayedConns.delete(sock.id);
+      conn.relayed = null;
+      if (conn.socket.readyState !== WebSocket.OPEN) continue;
+      const plan = await collectReplay(session, sock.lastSent);
+      if (!plan.ok || session.closed) {
+        closeQuietly(conn.socket, CLOSE.restart, "Server restart");
+        continue;
       }
-      if (bytes > config.maxMessageBytes) {
-        throw new AgentError(
-          "message_too_large",
-          `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
+      const peer = localPeer(conn, sock.lastSent);
+      session.sendReplay(peer, plan.frames);
+      bind(session, conn, peer);
+    }
+    return true;
+  }
+
+  /**
+   * Finds the session a socket asks for and attaches the socket to it, where
+   * it is held: here, elsewhere (relayed), or nowhere yet (adopted from the
+   * store, or — for a conversation — created). Returns null once attached or
+   * relayed, else why not.
+   */
+  async function enter(
+    conn: Connection,
+    id: string,
+    lastSeq: number | null,
+  ): Promise<null | { code: "not_found" | "resume_gap"; message: string }> {
+    const owner = conn.user?.id ?? null;
+    const missing = {
+      code: "not_found" as const,
+      message: "Unknown session, or its resume window has ended; starting a new session",
+    };
+    // A few rounds: another process may create, take or let go of it meanwhile.
+    for (let round = 0; round < 4; round++) {
+      const here = sessions.get(id);
+      if (here && !here.closed) {
+        const r = await attachHere(here, conn, lastSeq);
+        return r.ok ? null : r;
+      }
+      if (draining) return missing;
+      const rec = await store.load(id);
+      if (conn.socket.readyState !== WebSocket.OPEN) return null;
+      if (rec && rec.owner !== owner) return missing;
+      if (rec) {
+        if (rec.instance && rec.instance !== me && rec.instanceAlive && relays) {
+          relayedConns.set(conn.socketId, conn);
+          conn.relayed = id;
+          const joined = await relays.join(rec, {
+            id: conn.socketId,
+            ws: conn.socket,
+            lastSeq,
+            resumed: (replayed) => ({
+              type: "notification",
+              event: "resumed",
+              content: `Resumed session ${id}`,
+              session_id: id,
+              ...(rec.conversation === null
+                ? {}
+                : { conversation: rec.conversation, socket_id: conn.socketId }),
+              last_seq: lastSeq,
+              replayed,
+              resume_window_ms: config.resumeWindowMs,
+              seq: 0,
+              timestamp: new Date().toISOString(),
+            }),
+          });
+          if (joined) return null;
+          relayedConns.delete(conn.socketId);
+          conn.relayed = null;
+        }
+        if (sessions.get(id)) continue;
+        // Lost a race for it (or the user holds too many): look again.
+        await takeover.adopt(id, rec.instance, ownerOf(conn), lastSeq ?? 0);
+        continue;
+      }
+      if (conn.conversation === null) return missing;
+      if (!bounds.admit(conn.limitKey)) {
+        tooMany(conn);
+        return null;
+      }
+      if (await store.createHeld(id, owner, conn.conversation)) {
+        bounds.enforce();
+        const session = makeSession(id, ownerOf(conn));
+        sessions.add(session);
+        log.info("conversation_open", { session: id, conversation: conn.conversation });
+      } else limits.releaseSession(conn.limitKey);
+    }
+    log.warn("enter_gave_up", { session: id });
+    return missing;
+  }
+
+  /**
+   * A socket asks for a named conversation or resumes a plain session. A plain
+   * session that cannot be resumed is replaced by a fresh one that says why.
+   */
+  async function open(conn: Connection): Promise<void> {
+    if (conn.conversation !== null) {
+      const id = await conversationSessionId(conn.user?.id ?? null, conn.conversation);
+      const lastSeq = conn.resume?.lastSeq ?? null;
+      const failed = await enter(conn, id, lastSeq);
+      if (failed && conn.socket.readyState === WebSocket.OPEN) {
+        refuse(
+          conn,
+          new AgentError("internal_error", "This conversation cannot be joined now; retry", {
+            retryable: true,
+          }),
         );
       }
-    }
-    const parsed = parseClientFrame(data, config.maxContentChars);
-    if (!parsed.ok) {
-      session.counters.errors++;
-      session.emit(parsed.error);
       return;
     }
-    const frame = parsed.frame;
-    switch (frame.type) {
-      case "ping":
-        session.emit({ type: "pong", ...(frame.id !== undefined ? { id: frame.id } : {}) });
-        return;
-      case "query": {
-        const id = frame.id ?? crypto.randomUUID();
-        try {
-          return admit(session, frame, id);
-        } catch (err) {
-          return reject(session, err, id);
-        }
+    if (!conn.resume) {
+      const session = newSession(conn);
+      if (session && conn.badResume) {
+        router.reject(session, new AgentError("invalid_message", conn.badResume));
       }
-      case "command":
-        commands.command(session, frame).catch((err) => reject(session, err, frame.id));
-        return;
-      case "feedback":
-        try {
-          return commands.feedback(session, frame);
-        } catch (err) {
-          return reject(session, err, frame.id);
-        }
-      case "tool_result":
-        return session.turns.answer(frame.id, frame.tool_call_id, {
-          kind: "tool_result",
-          result: frame.result,
-          error: frame.error,
-        });
-      case "approval":
-        return session.turns.answer(frame.id, frame.tool_call_id, {
-          kind: "approval",
-          approved: frame.approved,
-          reason: frame.reason,
-        });
+      return;
     }
+    const failed = await enter(conn, conn.resume.sessionId, conn.resume.lastSeq).catch((err) => {
+      log.error("resume_failed", { session: conn.resume!.sessionId, err: String(err) });
+      return {
+        code: "not_found" as const,
+        message: "Unknown session, or its resume window has ended; starting a new session",
+      };
+    });
+    if (!failed || conn.socket.readyState !== WebSocket.OPEN) return;
+    log.info("resume_refused", { session: conn.resume.sessionId, code: failed.code });
+    const fresh = newSession(conn);
+    if (fresh) router.reject(fresh, new AgentError(failed.code, failed.message));
   }
 
-  function dispatch(session: Session, data: unknown): void {
-    try {
-      route(session, data);
-    } catch (err) {
-      // Tool answers name their call, not the query: an error with a query's id would end it.
-      reject(session, err);
+  /** Whether a socket asks for a session this (draining) process still holds. */
+  async function heldHere(conn: Connection): Promise<boolean> {
+    if (conn.conversation !== null) {
+      return sessions.get(await conversationSessionId(conn.user?.id ?? null, conn.conversation)) !==
+        undefined;
     }
+    return conn.resume !== null && sessions.get(conn.resume.sessionId) !== undefined;
   }
 
   /**
@@ -551,7 +800,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     if (at === undefined || conn.socket.readyState !== WebSocket.OPEN) return;
     const ms = Math.max(0, at + (config.auth?.leewaySeconds ?? 30) * 1000 - Date.now());
     conn.expiry = setTimeout(() => {
-      log.info("token_expired", { session: conn.session?.id });
+      log.info("token_expired", { session: conn.session?.id ?? conn.relayed });
       sendSocketFrame(conn.socket, {
         type: "error",
         code: "token_expired",
@@ -564,7 +813,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(conn.expiry);
   }
 
-  /** Tells a socket why the deployer's `onConnect` refused it, and closes it. */
+  /** Tells a socket why it was refused, and closes it. */
   function refuse(conn: Connection, err: unknown): void {
     if (!(err instanceof AgentError)) {
       log.error("on_connect_failed", { err: String(err).slice(0, 300) });
@@ -573,13 +822,67 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     closeQuietly(conn.socket, ...refusalClose(err));
   }
 
+  /** Sends a socket on to another process: this one is handing over. */
+  function redirect(conn: Connection): void {
+    sendSocketFrame(conn.socket, {
+      type: "notification",
+      event: "shutdown",
+      content: "This server is handing over; reconnect",
+      reason: draining,
+      reconnect: true,
+    });
+    closeQuietly(conn.socket, CLOSE.restart, "Server restart");
+  }
+
+  /** A client frame on a socket relayed to another process: checked here, handled there. */
+  function forward(conn: Connection, data: unknown): void {
+    if (typeof data !== "string") {
+      sendSocketFrame(conn.socket, {
+        type: "error",
+        code: "unsupported_frame",
+        message: "Binary frames are not supported; send JSON text",
+        retryable: false,
+      });
+      return;
+    }
+    if (data.length * 3 > config.hardMaxMessageBytes) {
+      if (encoder.encode(data).length > config.hardMaxMessageBytes) {
+        closeQuietly(conn.socket, CLOSE.tooLarge, "Message too large");
+        return;
+      }
+    }
+    relays?.forward(conn.relayed!, conn.socketId, data);
+  }
+
+  function onMessage(conn: Connection, data: unknown): void {
+    if (conn.relayed) return forward(conn, data);
+    const session = conn.session;
+    if (!session) {
+      if (conn.inbox.push(data) > MAX_INBOX) {
+        conn.socket.close(CLOSE.policy, "Too many frames before the session was ready");
+      }
+      return;
+    }
+    // A socket whose session was taken over, or that ended, has no say any more.
+    const peer = conn.peer;
+    if (session.closed || !peer || session.peers.get(peer.id) !== peer) return;
+    router.dispatch(session, data, peer);
+  }
+
   return {
     model,
 
     onConnect(socket, url, who, address) {
-      const parsed = parseResumeRequest(url);
+      const conversation = parseConversation(url);
+      // A conversation is named, not numbered: `last_seq` alone resumes it.
+      const named = typeof conversation === "string";
+      const seq = named ? parseLastSeq(url) : null;
+      const parsed = named
+        ? (seq === null ? null : typeof seq === "number" ? { sessionId: "", lastSeq: seq } : seq)
+        : parseResumeRequest(url);
       return {
         socket,
+        socketId: newSocketId(),
         url,
         user: who?.user ?? null,
         token: who?.token ?? null,
@@ -587,13 +890,23 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         limitKey: who ? who.user.id : `addr:${address ?? "unknown"}`,
         state: {},
         session: null,
+        peer: null,
+        relayed: null,
         resume: parsed && !("error" in parsed) ? parsed : null,
+        conversation: named ? conversation : null,
         badResume: parsed && "error" in parsed ? parsed.error : null,
+        badConversation: conversation !== null && !named ? conversation.error : null,
         inbox: [],
       };
     },
 
     async onOpen(conn) {
+      if (conn.badConversation || (conn.conversation !== null && conn.badResume)) {
+        return refuse(
+          conn,
+          new AgentError("invalid_message", conn.badConversation ?? conn.badResume!),
+        );
+      }
       if (agent.onConnect) {
         try {
           await agent.onConnect(contexts.forConnect(conn, conn.url, conn.resume !== null));
@@ -607,68 +920,50 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         await quota.prime(conn.limitKey);
         if (conn.socket.readyState !== WebSocket.OPEN) return;
       }
-      if (draining) {
-        // A process that is handing over takes no one new: reconnect, and land elsewhere.
-        sendSocketFrame(conn.socket, {
-          type: "notification",
-          event: "shutdown",
-          content: "This server is handing over; reconnect",
-          reason: draining,
-          reconnect: true,
-        });
-        closeQuietly(conn.socket, CLOSE.restart, "Server restart");
-        return;
-      }
-      if (conn.resume) await resume(conn, conn.resume);
-      else {
-        const session = newSession(conn);
-        if (session && conn.badResume) {
-          reject(session, new AgentError("invalid_message", conn.badResume));
-        }
+      // A process that is handing over serves the sessions it still holds and sends
+      // everyone else on, so they land on a process that stays.
+      if (draining && !(await heldHere(conn))) return redirect(conn);
+      try {
+        await open(conn);
+      } catch (err) {
+        log.error("open_failed", { err: String(err).slice(0, 300) });
+        if (!conn.session && !conn.relayed) return refuse(conn, err);
       }
       watchExpiry(conn);
       // Frames that arrived while the session was being found are handled in order.
-      const session = conn.session;
       const inbox = conn.inbox.splice(0);
-      if (session) { for (const data of inbox) dispatch(session, data); }
+      for (const data of inbox) onMessage(conn, data);
+      if (draining && conn.session) settle(conn.session);
     },
 
-    onMessage(conn, data) {
-      const session = conn.session;
-      if (!session) {
-        if (conn.inbox.push(data) > MAX_INBOX) {
-          conn.socket.close(CLOSE.policy, "Too many frames before the session was ready");
-        }
-        return;
-      }
-      // A socket whose session was taken over, or that ended, has no say any more.
-      if (session.closed || session.socket !== conn.socket) return;
-      dispatch(session, data);
-    },
+    onMessage,
 
     onClose(conn, code, reason) {
       clearTimeout(conn.expiry);
+      if (conn.relayed) {
+        relays?.leave(conn.relayed, conn.socketId);
+        relayedConns.delete(conn.socketId);
+        conn.relayed = null;
+      }
       const session = conn.session;
+      const peer = conn.peer;
       // Deno keeps a closed socket (and so its listeners and this connection) until its
       // idle-timeout timer fires; cutting the links here lets the session go at once.
       conn.session = null;
+      conn.peer = null;
       conn.inbox = [];
-      if (!session || session.socket !== conn.socket) return;
-      if (session.closed) {
-        session.socket = null;
-      } else if (config.resumeWindowMs > 0) {
+      if (!session || !peer || session.peers.get(peer.id) !== peer) return;
+      session.detach(peer.id);
+      if (session.closed) return;
+      if (session.peers.size === 0) {
         log.info("session_detached", { session: session.id, code, reason: reason.slice(0, 120) });
-        session.detach();
-      } else {
-        log.info("session_close", { session: session.id, code, reason: reason.slice(0, 120) });
-        endSession(session, "closed");
-        session.socket = null;
       }
+      afterLeave(session, peer);
     },
 
     onError(conn, err) {
       log.warn("socket_error", {
-        session: conn.session?.id,
+        session: conn.session?.id ?? conn.relayed,
         err: err instanceof ErrorEvent ? err.message : String(err),
       });
     },
@@ -677,6 +972,20 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
       for (const session of [...sessions.values()]) {
         handOver(session, reason, "The server is restarting; reconnect");
       }
+      relays?.closeAll(
+        {
+          type: "notification",
+          event: "shutdown",
+          content: "The server is restarting; reconnect",
+          reason,
+          reconnect: true,
+          seq: 0,
+          timestamp: new Date().toISOString(),
+        },
+        CLOSE.restart,
+        "Server restart",
+      );
+      relays?.stop();
     },
 
     drain(reason) {
@@ -695,7 +1004,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         return "delivered";
       }
       if (!bus || !(await store.load(sessionId))) return "not_found";
-      await bus.publish({ kind: "notify", session: sessionId, from: deps.instance, ...note });
+      await bus.publish({ kind: "notify", session: sessionId, from: me, ...note });
       return "forwarded";
     },
 
@@ -711,12 +1020,16 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
         expire,
         () => {
           bounds.enforce();
+          remotePeers?.prune();
           return store.maintain().catch((err) =>
             log.warn("store_upkeep_failed", { err: String(err) })
           );
         },
       );
-      return () => sessions.stopSweeper();
+      return () => {
+        sessions.stopSweeper();
+        relays?.stop();
+      };
     },
   };
 }

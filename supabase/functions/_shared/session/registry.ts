@@ -80,7 +80,7 @@ export class SessionRegistry {
         expired++;
         onExpire(s, "idle");
       } else if (
-        policy.maxConnectionAgeMs > 0 && s.socket && now - s.attachedAt > policy.maxConnectionAgeMs
+        policy.maxConnectionAgeMs > 0 && now - s.oldestAttachedAt > policy.maxConnectionAgeMs
       ) {
         expired++;
         onExpire(s, "max_age");

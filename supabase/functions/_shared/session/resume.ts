@@ -32,12 +32,28 @@ export function parseResumeRequest(url: URL): ResumeRequest | null | { error: st
   const sessionId = url.searchParams.get("session_id");
   if (sessionId === null || sessionId === "") return null;
   if (sessionId.length > 128) return { error: "session_id is longer than 128 characters" };
-  const raw = url.searchParams.get("last_seq") ?? "0";
+  const lastSeq = parseLastSeq(url) ?? 0;
+  return typeof lastSeq === "number" ? { sessionId, lastSeq } : lastSeq;
+}
+
+/**
+ * Reads `last_seq` from a connect URL: null when absent, an error message
+ * when it is not a non-negative integer.
+ *
+ * @example
+ * ```ts
+ * import { parseLastSeq } from "./resume.ts";
+ * parseLastSeq(new URL("ws://h/?conversation=plans&last_seq=12")); // 12
+ * ```
+ */
+export function parseLastSeq(url: URL): number | null | { error: string } {
+  const raw = url.searchParams.get("last_seq");
+  if (raw === null) return null;
   const lastSeq = Number(raw);
   if (!/^\d{1,15}$/.test(raw) || !Number.isSafeInteger(lastSeq)) {
     return { error: "last_seq must be a non-negative integer" };
   }
-  return { sessionId, lastSeq };
+  return lastSeq;
 }
 
 /**

@@ -1,8 +1,10 @@
 /**
- * One session: a conversation bound to one socket at a time. It owns the
- * frame sequence: every frame it emits gets the next `seq`, is serialised
- * once, kept in the store's replay log and sent if a socket is attached. Its
- * queries belong to its {@linkcode Turns}.
+ * One session: a conversation and the sockets attached to it — one for a
+ * plain session, any number for a named conversation, here or on other
+ * processes. It owns the frame sequence: every frame it emits gets the next
+ * `seq`, is serialised once, kept in the store's replay log and sent to every
+ * socket attached here (other processes get it from the store, through the
+ * bus). Its queries belong to its {@linkcode Turns}.
  *
  * @module
  */
@@ -11,7 +13,6 @@ import { CLOSE } from "../protocol/codes.ts";
 import type { SessionStore } from "../store/store.ts";
 import type { AgentUser } from "../agent/definition.ts";
 import { type TurnRunner, Turns } from "../turn/turns.ts";
-import { closeQuietly } from "./socket.ts";
 import { FeedbackLog } from "./feedback.ts";
 
 let lastMs = 0;
@@ -54,6 +55,45 @@ export interface SessionOwner {
   upstreamUser?: string;
   /** Whom the per-user bounds count it under: the user id, or the client address without auth. */
   limitKey: string;
+  /** The conversation's name (`?conversation=`); null or absent for a plain session. */
+  conversation?: string | null;
+}
+
+/**
+ * A socket attached to a session: here (`ws`), or on another process that
+ * relays the session's frames to it (`instance`).
+ */
+export interface Peer {
+  /** The socket's id (`socket_id`), unique per connection. */
+  readonly id: string;
+  /** The socket, when it is attached to this process. */
+  readonly ws: WebSocket | null;
+  /** The process relaying to it, when it is attached elsewhere. */
+  readonly instance: string | null;
+  /** The highest seq this socket has been sent (local sockets). */
+  sentUpTo: number;
+  /** Closes the socket, wherever it is, after sending it `say` (a frame outside the sequence). */
+  close(code: number, reason: string, say?: Record<string, unknown>): void;
+  /** When it was attached, for the maximum connection age. */
+  readonly attachedAt?: number;
+}
+
+/** A frame emitted and not yet sent, because a frame before it is not yet durable. */
+interface Outgoing {
+  seq: number;
+  json: string;
+  ready: boolean;
+}
+
+/**
+ * Whether a frame starts or ends a query: such frames are sent only once
+ * durable (with a durable store), so that no process can leave a query the
+ * client saw start without an end, nor end one twice.
+ */
+function isBoundary(frame: OutgoingFrame): boolean {
+  if (frame.type === "response") return frame.done === true;
+  if (frame.type === "error") return frame.id !== undefined;
+  return frame.type === "status" && (frame.state === "queued" || frame.state === "thinking");
 }
 
 /**
@@ -73,11 +113,12 @@ export interface SessionOwner {
 export class Session {
   readonly createdAt = Date.now();
   lastActivity = Date.now();
-  /** When the current socket was attached, for the maximum connection age. */
+  /** When the newest socket was attached, for the maximum connection age. */
   attachedAt = Date.now();
-  /** When the last socket went away; null while one is attached. */
+  /** When the last socket went away; null while one is attached (here or elsewhere). */
   detachedAt: number | null = null;
-  socket: WebSocket | null = null;
+  /** The sockets attached, by socket id: a plain session has at most one. */
+  readonly peers = new Map<string, Peer>();
   /** The queries of this session: waiting, running, answered. */
   readonly turns: Turns;
   readonly #sendHardLimit: number;
@@ -97,10 +138,16 @@ export class Session {
   /** Set once the session is over; nothing is emitted after. */
   closed = false;
   #seq = 0;
+  /** Frames waiting behind one that is not yet durable; empty nearly always. */
+  readonly #outbox: Outgoing[] = [];
+  /** Called when a socket is attached or detached (for presence). */
+  onPeersChanged?: (joined: Peer | null, left: Peer | null) => void;
 
   readonly owner: string | null;
   readonly upstreamUser?: string;
   readonly limitKey: string;
+  /** The conversation's name; null for a plain session (one socket, takeover). */
+  readonly conversation: string | null;
 
   /**
    * @param runTurn runs one of this session's queries to its terminal frame
@@ -118,6 +165,7 @@ export class Session {
     this.owner = who.owner;
     this.upstreamUser = who.upstreamUser;
     this.limitKey = who.limitKey;
+    this.conversation = who.conversation ?? null;
     this.turns = new Turns(this, runTurn, opts.maxQueue);
     this.#sendHardLimit = opts.sendHardLimitBytes;
   }
@@ -132,42 +180,117 @@ export class Session {
     return this.#seq;
   }
 
-  /** Binds a socket; frames emitted from now on go to it. */
-  attach(socket: WebSocket): void {
+  /** The socket attached here last, if any (a plain session has at most one). */
+  get socket(): WebSocket | null {
+    let last: WebSocket | null = null;
+    for (const p of this.peers.values()) if (p.ws) last = p.ws;
+    return last;
+  }
+
+  /** The most bytes queued on any socket here: how far behind the slowest reader is. */
+  get backlog(): number {
+    let most = 0;
+    for (const p of this.peers.values()) {
+      if (p.ws && p.ws.bufferedAmount > most) most = p.ws.bufferedAmount;
+    }
+    return most;
+  }
+
+  /** When the longest-attached socket here was attached (now, when none is). */
+  get oldestAttachedAt(): number {
+    let oldest = Date.now();
+    for (const p of this.peers.values()) {
+      if (p.ws && p.attachedAt !== undefined && p.attachedAt < oldest) oldest = p.attachedAt;
+    }
+    return oldest;
+  }
+
+  /** The processes that relay this session to sockets of theirs. */
+  remoteInstances(): Set<string> {
+    const out = new Set<string>();
+    for (const p of this.peers.values()) if (p.instance) out.add(p.instance);
+    return out;
+  }
+
+  /** Binds a socket; frames emitted from now on go to it too. */
+  attach(peer: Peer): void {
     if (this.detachedAt !== null) this.store.setAttached(this.id, true);
-    this.socket = socket;
+    this.peers.set(peer.id, peer);
     this.attachedAt = Date.now();
     this.lastActivity = Date.now();
     this.detachedAt = null;
+    this.onPeersChanged?.(peer, null);
   }
 
-  /** Forgets the socket; frames keep going to the replay log for a resume. */
-  detach(): void {
-    this.socket = null;
+  /** Unbinds a socket; once none is left, frames keep going to the replay log for a resume. */
+  detach(peerId?: string): void {
+    const peer = peerId === undefined ? undefined : this.peers.get(peerId);
+    if (peer) this.peers.delete(peer.id);
+    if (this.peers.size > 0 || this.detachedAt !== null) {
+      if (peer) this.onPeersChanged?.(null, peer);
+      return;
+    }
     this.detachedAt = Date.now();
     // A full write buffer drops the frames of detached sessions first.
     this.store.setAttached(this.id, false);
+    if (peer) this.onPeersChanged?.(null, peer);
   }
 
-  /** Stamps, records and sends one frame; returns its seq (0 once closed). */
-  emit(frame: OutgoingFrame): number {
+  /**
+   * Stamps, records and sends one frame; returns its seq (0 once closed).
+   * `only` marks, in a conversation, the one socket the frame answers.
+   */
+  emit(frame: OutgoingFrame, only?: Peer): number {
     if (this.closed) return 0;
     const seq = ++this.#seq;
-    // Appending the two stamped fields to the serialised frame avoids copying the
+    const boundary = this.store.durable && isBoundary(frame);
+    if (boundary && frame.id !== undefined && frame.type !== "status") {
+      this.turns.noteEnded(frame.id);
+    }
+    // Appending the stamped fields to the serialised frame avoids copying the
     // frame object once per token; every frame is a non-empty object, so it ends in "}".
     const body = JSON.stringify(frame);
-    const json = `${body.slice(0, -1)},"seq":${seq},"timestamp":"${isoNow()}"}`;
-    this.store.appendFrame(this.id, { seq, json });
-    this.sendRaw(json);
+    const mark = only && this.conversation !== null ? `,"socket":${JSON.stringify(only.id)}` : "";
+    const json = `${body.slice(0, -1)}${mark},"seq":${seq},"timestamp":"${isoNow()}"}`;
+    this.store.appendFrame(
+      this.id,
+      { seq, json },
+      boundary ? this.turns.openIds() : undefined,
+    );
+    if (!boundary && this.#outbox.length === 0) {
+      this.#send(seq, json);
+      return seq;
+    }
+    const out: Outgoing = { seq, json, ready: !boundary };
+    this.#outbox.push(out);
+    if (boundary) {
+      this.store.whenDurable(this.id, seq).then(() => {
+        out.ready = true;
+        this.#pump();
+      });
+    }
     return seq;
   }
 
-  /** Sends already-serialised text if the socket can take it. */
-  sendRaw(json: string): void {
-    const ws = this.socket;
-    if (ws && ws.readyState === WebSocket.OPEN) {
+  /** Sends what waited in the outbox, up to the next frame not yet durable. */
+  #pump(): void {
+    while (this.#outbox.length > 0 && this.#outbox[0].ready) {
+      const out = this.#outbox.shift()!;
+      if (!this.closed) this.#send(out.seq, out.json);
+    }
+  }
+
+  /** Sends a stamped frame to every socket here that has not had it. */
+  #send(seq: number, json: string): void {
+    for (const peer of this.peers.values()) {
+      const ws = peer.ws;
+      if (!ws || seq <= peer.sentUpTo || ws.readyState !== WebSocket.OPEN) continue;
       // A client that stops reading must not grow our memory without bound.
-      if (ws.bufferedAmount > this.#sendHardLimit) return this.stoppedReading();
+      if (ws.bufferedAmount > this.#sendHardLimit) {
+        this.stoppedReading(peer);
+        continue;
+      }
+      peer.sentUpTo = seq;
       try {
         ws.send(json);
       } catch {
@@ -177,24 +300,32 @@ export class Session {
   }
 
   /**
-   * Sends a replayed frame. Not held to the hard limit: the replay is bounded
-   * by the replay log itself, and a client catching up on a long answer is
-   * not one that stopped reading.
+   * Sends replayed frames to one socket. Not held to the hard limit: the
+   * replay is bounded by the replay log itself, and a client catching up on a
+   * long answer is not one that stopped reading.
    */
-  sendReplay(json: string): void {
-    try {
-      this.socket?.send(json);
-    } catch {
-      // The socket closed meanwhile; onClose handles it.
+  sendReplay(peer: Peer, frames: { seq: number; json: string }[]): void {
+    for (const f of frames) {
+      if (f.seq <= peer.sentUpTo) continue;
+      peer.sentUpTo = f.seq;
+      try {
+        peer.ws?.send(f.json);
+      } catch {
+        // The socket closed meanwhile; onClose handles it.
+      }
     }
   }
 
-  /** A client that stopped reading: end its answer, close; it may resume when it can. */
-  stoppedReading(): void {
-    const ws = this.socket;
-    if (!ws || ws.readyState !== WebSocket.OPEN) return;
-    this.turns.stopInFlight("slow_consumer");
-    closeQuietly(ws, CLOSE.tryAgainLater, "Client is not reading");
+  /**
+   * A client that stopped reading: its socket is closed (1013) and it may
+   * resume when it can. In a plain session its answer ends too (nobody else
+   * is waiting for it); in a conversation the others go on.
+   */
+  stoppedReading(peer?: Peer): void {
+    const target = peer ?? [...this.peers.values()].find((p) => p.ws);
+    if (!target?.ws || target.ws.readyState !== WebSocket.OPEN) return;
+    if (this.conversation === null) this.turns.stopInFlight("slow_consumer");
+    target.close(CLOSE.tryAgainLater, "Client is not reading");
   }
 
   /** Ends the session here: its queries stop, nothing more is emitted. */
@@ -202,5 +333,6 @@ export class Session {
     if (this.closed) return;
     this.turns.stop(why);
     this.closed = true;
+    this.#outbox.length = 0;
   }
 }

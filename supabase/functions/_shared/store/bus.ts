@@ -1,8 +1,10 @@
 /**
  * The message bus between processes that share a Postgres session store,
- * over `LISTEN/NOTIFY`: "let go of this session" when a client resumes it
- * elsewhere, and notifications for a session whose socket lives in another
- * process.
+ * over `LISTEN/NOTIFY`: sockets attached to a session held by another process
+ * (their frames come from the holder, their client frames go to it), handing
+ * a session over, and notifications for a session whose socket is elsewhere.
+ * A message too big for one NOTIFY (8000 bytes) travels by reference: the
+ * payload goes into a table, the NOTIFY carries its id.
  *
  * @module
  */
@@ -57,18 +59,93 @@ export const BusMessage = z.discriminatedUnion("kind", [
     content: z.string(),
     data: JsonObject.optional(),
   }),
+  /**
+   * A relay tells the holder `to` which of its sockets are attached to
+   * `session` now (all of them; none: it let go). `fresh` are sockets that
+   * joined without a resume: the holder greets them (`connected`).
+   */
+  z.object({
+    kind: z.literal("watch"),
+    session: z.string(),
+    from: z.string(),
+    to: z.string(),
+    sockets: z.array(z.string()).max(10_000),
+    fresh: z.array(z.string()).max(10_000),
+    /** The users of the fresh sockets' tokens are checked by the relay; the holder trusts it. */
+    user: JsonObject.nullable().optional(),
+  }),
+  /**
+   * The holder's answer to `watch`: it serves those sockets. `starts` gives,
+   * for each fresh socket, the seq after which its frames begin.
+   */
+  z.object({
+    kind: z.literal("watching"),
+    session: z.string(),
+    from: z.string(),
+    to: z.string(),
+    starts: z.record(z.string(), z.number()),
+  }),
+  /** Frames of `session` that just became durable, in seq order (the holder to its relays). */
+  z.object({
+    kind: z.literal("frames"),
+    session: z.string(),
+    from: z.string(),
+    frames: z.array(z.object({ seq: z.number(), json: z.string() })),
+  }),
+  /** A frame a client sent on a relayed socket, for the holder `to`. */
+  z.object({
+    kind: z.literal("client"),
+    session: z.string(),
+    from: z.string(),
+    to: z.string(),
+    socket: z.string(),
+    data: z.string(),
+  }),
+  /** The holder asks the relay `to` to close one of its sockets. */
+  z.object({
+    kind: z.literal("close"),
+    session: z.string(),
+    from: z.string(),
+    to: z.string(),
+    socket: z.string(),
+    code: z.number(),
+    reason: z.string(),
+    /** A socket-only frame to send before closing (seq 0), e.g. `session_taken_over`. */
+    say: JsonObject.optional(),
+  }),
+  /** The memory of `session` was cleared: its holder forgets its cached history. */
+  z.object({ kind: z.literal("cleared"), session: z.string(), from: z.string() }),
 ]);
 
 /** A parsed bus message. */
 export type BusMessage = z.infer<typeof BusMessage>;
 
+/** How {@linkcode Bus.publish} treats a message too big for one NOTIFY. */
+export interface PublishOptions {
+  /**
+   * `refuse` (default): throw {@linkcode BusPayloadTooLargeError}.
+   * `reference`: store it in a table and send its id; receivers read it back.
+   */
+  large?: "refuse" | "reference";
+}
+
 /** Publish and subscribe between processes. */
 export interface Bus {
-  /** Sends `msg` to every process; {@linkcode BusPayloadTooLargeError} when it cannot fit. */
-  publish(msg: BusMessage): Promise<void>;
-  /** Starts listening; resolves once the subscription is active. */
-  subscribe(fn: (msg: BusMessage) => void): Promise<void>;
+  /** Sends `msg` to every process. */
+  publish(msg: BusMessage, opts?: PublishOptions): Promise<void>;
+  /**
+   * Starts listening; resolves once the subscription is active. `wants`
+   * skips, before it is read back, a message sent by reference that this
+   * process has no use for.
+   */
+  subscribe(
+    fn: (msg: BusMessage) => void,
+    wants?: (about: { session: string; to?: string }) => boolean,
+  ): Promise<void>;
 }
+
+/** Payloads stored by reference are deleted after this long (every receiver has read them). */
+export const REFERENCE_TTL_SECONDS = 60;
 
 /** A Postgres client that may be replaced (the store replaces one that hangs). */
 export interface PgClientSource {
@@ -98,14 +175,29 @@ export function createPgBus(client: postgres.Sql | PgClientSource): Bus {
     ? { sql: client, onReplaced: () => {} }
     : client;
   const handlers: ((msg: BusMessage) => void)[] = [];
+  let wanted: ((about: { session: string; to?: string }) => boolean) | undefined;
+  const dispatch = (raw: unknown) => {
+    const parsed = BusMessage.safeParse(raw);
+    if (parsed.success) { for (const fn of handlers) fn(parsed.data); }
+  };
   const deliver = (payload: string) => {
-    let parsed;
+    let raw: unknown;
     try {
-      parsed = BusMessage.safeParse(JSON.parse(payload));
+      raw = JSON.parse(payload);
     } catch {
       return;
     }
-    if (parsed.success) { for (const fn of handlers) fn(parsed.data); }
+    const ref = Reference.safeParse(raw);
+    if (!ref.success) return dispatch(raw);
+    if (wanted && !wanted({ session: ref.data.session, to: ref.data.to })) return;
+    source.sql<{ payload: string }[]>`
+      select payload from agent_websocket.bus_payloads where id = ${ref.data.ref}`
+      .then(([row]) => {
+        if (row) dispatch(JSON.parse(row.payload));
+      })
+      .catch(() => {
+        // The database went away meanwhile; the receiver fills gaps from the store.
+      });
   };
   // One LISTEN per client: postgres.js listens again by itself after a reset (also
   // when the first attempt failed because the database was away), and a second
@@ -115,19 +207,29 @@ export function createPgBus(client: postgres.Sql | PgClientSource): Bus {
     if (listening) listening = source.sql.listen(CHANNEL, deliver).catch(() => {});
   });
   return {
-    async publish(msg) {
+    async publish(msg, opts) {
       const payload = JSON.stringify(msg);
       // Characters are not bytes: 4000 × "€" passes a 4000-character bound as 12 000 bytes.
       const bytes = payload.length <= NOTIFY_MAX_BYTES / 3
         ? payload.length
         : encoder.encode(payload).byteLength;
-      if (bytes > NOTIFY_MAX_BYTES) throw new BusPayloadTooLargeError(bytes);
-      await source.sql.notify(CHANNEL, payload);
+      if (bytes <= NOTIFY_MAX_BYTES) return void await source.sql.notify(CHANNEL, payload);
+      if (opts?.large !== "reference") throw new BusPayloadTooLargeError(bytes);
+      const [row] = await source.sql<{ id: string }[]>`
+        insert into agent_websocket.bus_payloads (payload) values (${payload}) returning id`;
+      const envelope: Reference = { ref: Number(row.id), session: msg.session };
+      if ("to" in msg) envelope.to = msg.to;
+      await source.sql.notify(CHANNEL, JSON.stringify(envelope));
     },
-    async subscribe(fn) {
+    async subscribe(fn, wants) {
       handlers.push(fn);
+      wanted ??= wants;
       listening ??= source.sql.listen(CHANNEL, deliver);
       await listening;
     },
   };
 }
+
+/** What a NOTIFY carries for a message sent by reference. */
+const Reference = z.object({ ref: z.number(), session: z.string(), to: z.string().optional() });
+type Reference = z.infer<typeof Reference>;

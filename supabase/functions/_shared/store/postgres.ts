@@ -25,7 +25,7 @@ import type { ChatMessage } from "../model/model.ts";
 import type { ConversationSummary, MemoryHit } from "../protocol/wire.ts";
 import type { Logger } from "../platform/log.ts";
 import { fullJitterDelay } from "../platform/backoff.ts";
-import { type Bus, createPgBus } from "./bus.ts";
+import { type Bus, createPgBus, REFERENCE_TTL_SECONDS } from "./bus.ts";
 import { classifyPgError, createPgClient, describePgError } from "./pg_client.ts";
 import {
   type ReplayResult,
@@ -131,6 +131,9 @@ export class PostgresStore implements SessionStore {
   /** Messages between processes, on this store's client (LISTEN needs the same server). */
   readonly bus: Bus;
   onLost?: (sessionId: string) => void;
+  onCommitted?: (frames: { session: string; seq: number; json: string }[]) => void;
+  /** Callers waiting for a frame to become durable, per session, in seq order. */
+  readonly #durableWaiters = new Map<string, { seq: number; resolve(): void }[]>();
   readonly #o: PostgresStoreOptions & {
     queryTimeoutMs: number;
     retryBaseMs: number;
@@ -151,6 +154,8 @@ export class PostgresStore implements SessionStore {
   /** The upkeep pass queued or running, if any. */
   #upkeep: Promise<void> | undefined;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** Whether the pending flush timer is the immediate one. */
+  #urgent = false;
   #closed = false;
 
   #state: StoreState = "ok";
@@ -233,10 +238,29 @@ export class PostgresStore implements SessionStore {
     this.#schedule();
   }
 
-  appendFrame(id: string, frame: StoredFrame): void {
-    const dropped = this.#buf.frame({ session: id, seq: frame.seq, json: frame.json });
+  appendFrame(id: string, frame: StoredFrame, open?: string[]): void {
+    const dropped = this.#buf.frame({ session: id, seq: frame.seq, json: frame.json, open });
     if (dropped > 0) this.#noteDropped(dropped);
-    this.#schedule();
+    // A frame someone waits on to be durable is written now, not at the next tick.
+    this.#schedule(open !== undefined);
+  }
+
+  whenDurable(id: string, seq: number): Promise<void> {
+    // Down (or gone): waiting would hold the answer for as long as the outage lasts.
+    if (this.#state === "down" || this.#closed) return Promise.resolve();
+    return new Promise((resolve) => {
+      let list = this.#durableWaiters.get(id);
+      if (!list) this.#durableWaiters.set(id, list = []);
+      list.push({ seq, resolve });
+    });
+  }
+
+  /** Lets waiters of a session go, up to a seq (all of them without one). */
+  #settleWaiters(id: string, upTo = Infinity): void {
+    const list = this.#durableWaiters.get(id);
+    if (!list) return;
+    while (list.length > 0 && list[0].seq <= upTo) list.shift()!.resolve();
+    if (list.length === 0) this.#durableWaiters.delete(id);
   }
 
   setSuspended(id: string, turn: unknown): void {
@@ -264,13 +288,21 @@ export class PostgresStore implements SessionStore {
 
   // --- writing ---------------------------------------------------------------
 
-  #schedule(): void {
-    if (this.#timer !== undefined || this.#closed) return;
-    const delay = this.#attempt === 0
+  #schedule(urgent = false): void {
+    if (this.#closed) return;
+    if (this.#timer !== undefined) {
+      if (!urgent || this.#attempt > 0 || this.#urgent) return;
+      clearTimeout(this.#timer);
+    }
+    this.#urgent = urgent && this.#attempt === 0;
+    const delay = this.#urgent
+      ? 0
+      : this.#attempt === 0
       ? this.#o.flushMs
       : fullJitterDelay(this.#attempt - 1, this.#o.retryBaseMs, this.#o.retryMaxMs);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
+      this.#urgent = false;
       this.#run(Infinity).catch(() => {});
     }, delay);
   }
@@ -345,17 +377,30 @@ export class PostgresStore implements SessionStore {
       return false;
     });
     this.#writing = good;
+    const written: WriteOp[] = [];
     try {
-      await this.#isolate(good, refused);
+      await this.#isolate(good, refused, written);
     } finally {
       this.#writing = [];
     }
+    // Refused frames will never be durable either: nobody should wait for them.
+    const upTo = new Map<string, number>();
+    for (const op of [...written, ...refused]) {
+      if (op.kind === "frame") upTo.set(op.session, Math.max(upTo.get(op.session) ?? 0, op.seq));
+    }
+    for (const [id, seq] of upTo) this.#settleWaiters(id, seq);
+    if (written.length > 0 && this.onCommitted) {
+      const frames = written.flatMap((op) =>
+        op.kind === "frame" ? [{ session: op.session, seq: op.seq, json: op.json }] : []
+      );
+      if (frames.length > 0) this.onCommitted(frames);
+    }
   }
 
-  async #isolate(ops: WriteOp[], refused: WriteOp[]): Promise<void> {
+  async #isolate(ops: WriteOp[], refused: WriteOp[], written: WriteOp[]): Promise<void> {
     if (ops.length === 0) return;
     try {
-      await this.#apply(ops);
+      written.push(...await this.#apply(ops));
     } catch (err) {
       if (classifyPgError(err) !== "data") throw err;
       if (ops.length === 1) {
@@ -364,13 +409,16 @@ export class PostgresStore implements SessionStore {
         return;
       }
       const [a, b] = split(ops);
-      await this.#isolate(a, refused);
-      await this.#isolate(b, refused);
+      await this.#isolate(a, refused, written);
+      await this.#isolate(b, refused, written);
     }
   }
 
-  /** Applies ops in at most three statements; each is atomic on its own. */
-  async #apply(ops: WriteOp[]): Promise<void> {
+  /**
+   * Applies ops in at most three statements; each is atomic on its own.
+   * Returns the ops written (those of sessions another process took are not).
+   */
+  async #apply(ops: WriteOp[]): Promise<WriteOp[]> {
     const { instance, expiryMs } = this.#o;
     const creates: { session: string; owner: string | null }[] = [];
     const frames: { session: string; seq: number; json: string }[] = [];
@@ -398,6 +446,7 @@ export class PostgresStore implements SessionStore {
         frames.push(op);
         const u = update(op.session);
         u.last_seq = Math.max(u.last_seq ?? 0, op.seq);
+        if (op.open) u.open_queries = op.open;
       } else if (op.kind === "history") update(op.session).history = op.history;
       else if (op.kind === "open") update(op.session).open_queries = op.ids;
       else if (op.kind === "suspended") {
@@ -457,6 +506,9 @@ export class PostgresStore implements SessionStore {
       if (written.length < updates.size) {
         const held = new Set(written.map((r) => r.id));
         for (const id of updates.keys()) if (!held.has(id)) this.#lost(id);
+        ops = ops.filter((op) =>
+          op.kind === "create" || op.kind === "delete" || held.has(op.session)
+        );
       }
     }
     if (deletes.length > 0) {
@@ -465,6 +517,7 @@ export class PostgresStore implements SessionStore {
           select id from agent_websocket.sessions where id = any(${deletes}::text[])
           order by id for update)`);
     }
+    return ops;
   }
 
   /**
@@ -474,6 +527,7 @@ export class PostgresStore implements SessionStore {
   #lost(id: string): void {
     this.#history.delete(id);
     this.#buf.discard(id);
+    this.#settleWaiters(id);
     this.#o.log.info("store_session_lost", { session: id });
     this.onLost?.(id);
   }
@@ -539,6 +593,9 @@ export class PostgresStore implements SessionStore {
       ? "down"
       : "degraded";
     if (!this.#setState(state, reason)) return;
+    if (state === "down") {
+      for (const id of [...this.#durableWaiters.keys()]) this.#settleWaiters(id);
+    }
     const fields = {
       state,
       reason,
@@ -650,6 +707,7 @@ export class PostgresStore implements SessionStore {
             expires_at, updated_at, suspended
           from agent_websocket.sessions limit 0`;
         await sql`select session_id, seq, frame from agent_websocket.frames limit 0`;
+        await sql`select id, payload, created_at from agent_websocket.bus_payloads limit 0`;
       } else {
         throw Object.assign(new Error("the agent_websocket tables do not exist"), {
           code: "42P01",
@@ -815,6 +873,7 @@ export class PostgresStore implements SessionStore {
     instance: string | null;
     alive: boolean;
     suspended: unknown;
+    conversation?: string | null;
   }): SessionRecord {
     return {
       id: row.id,
@@ -824,7 +883,7 @@ export class PostgresStore implements SessionStore {
       instance: row.instance,
       instanceAlive: row.alive,
       suspended: row.suspended ?? null,
-      conversation: null,
+      conversation: row.conversation ?? null,
     };
   }
 
@@ -832,7 +891,7 @@ export class PostgresStore implements SessionStore {
     if (!possibleId(id)) return null;
     const [row] = await this.#query((sql) =>
       sql`
-        select id, owner, last_seq, open_queries, instance, suspended,
+        select id, owner, last_seq, open_queries, instance, suspended, conversation,
           heartbeat_at > now() - ${this.#o.leaseMs} * interval '1 millisecond' as alive
         from agent_websocket.sessions
         where id = ${id} and expires_at > now()`
@@ -840,7 +899,7 @@ export class PostgresStore implements SessionStore {
     return row ? this.#record(row as never) : null;
   }
 
-  async claim(id: string): Promise<SessionRecord | null> {
+  async claim(id: string, from?: string | null): Promise<SessionRecord | null> {
     if (!possibleId(id)) return null;
     await this.flush();
     // Another process held it: what it wrote is the truth now.
@@ -851,13 +910,30 @@ export class PostgresStore implements SessionStore {
         set instance = ${this.#o.instance}, heartbeat_at = now(),
           expires_at = ${new Date(Date.now() + this.#o.expiryMs)}
         where id = ${id} and expires_at > now()
-        returning id, owner, last_seq, open_queries, instance, suspended, true as alive`
+          and (${from === undefined} or instance is null or instance = ${from ?? null})
+        returning id, owner, last_seq, open_queries, instance, suspended, conversation,
+          true as alive`
     );
     return row ? this.#record(row as never) : null;
   }
 
+  async createHeld(id: string, owner: string | null, conversation: string): Promise<boolean> {
+    if (!possibleId(id)) return false;
+    const rows = await this.#query((sql) =>
+      sql`
+        insert into agent_websocket.sessions (id, owner, conversation, instance, expires_at)
+        values (${id}, ${owner === null ? null : storable(owner)}, ${conversation},
+          ${this.#o.instance}, ${new Date(Date.now() + this.#o.expiryMs)})
+        on conflict (id) do nothing
+        returning id`
+    );
+    if (rows.length === 0) return false;
+    this.#history.set(id, []);
+    return true;
+  }
+
   async release(id: string): Promise<void> {
-    await this.flush();
+    await this.flush().finally(() => this.#settleWaiters(id));
     this.#history.delete(id);
     this.#buf.forget(id);
     await this.#query((sql) =>
@@ -871,6 +947,7 @@ export class PostgresStore implements SessionStore {
   async delete(id: string): Promise<void> {
     this.#history.delete(id);
     this.#buf.delete(id);
+    this.#settleWaiters(id);
     await this.flush().catch(() => {});
   }
 
@@ -920,6 +997,14 @@ export class PostgresStore implements SessionStore {
           where s.expires_at < now()
             and not exists (select 1 from agent_websocket.frames f where f.session_id = s.id)
           order by s.id limit ${BATCH} for update skip locked)`
+    );
+    await this.#query((sql) =>
+      sql`
+        delete from agent_websocket.bus_payloads
+        where id in (
+          select id from agent_websocket.bus_payloads
+          where created_at < now() - ${REFERENCE_TTL_SECONDS} * interval '1 second'
+          order by created_at limit ${BATCH * 10})`
     );
     // Each process trims the sessions it holds (an index range per session, not a
     // scan of every frame); the others' are trimmed by their holders or expire.

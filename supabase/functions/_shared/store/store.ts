@@ -166,7 +166,23 @@ export interface SessionStore {
   history(sessionId: string): Promise<ChatMessage[]>;
   appendHistory(sessionId: string, messages: ChatMessage[]): Promise<void>;
   clearHistory(sessionId: string): Promise<void>;
-  appendFrame(sessionId: string, frame: StoredFrame): void;
+  /**
+   * Records an emitted frame. `open` (the session's open queries as of this
+   * frame) comes with frames that start or end a query and is made durable
+   * together with the frame.
+   */
+  appendFrame(sessionId: string, frame: StoredFrame, open?: string[]): void;
+  /**
+   * Resolves once the frame with this seq is durable — or once waiting
+   * longer would be pointless (the store is down, the session was let go).
+   * Only asked of a durable store.
+   */
+  whenDurable(sessionId: string, seq: number): Promise<void>;
+  /**
+   * Set by the runtime; a durable store calls it after each write with the
+   * frames that became durable, in order (for the sockets on other processes).
+   */
+  onCommitted?: (frames: { session: string; seq: number; json: string }[]) => void;
   /** Records which queries are accepted and not yet ended. */
   setOpenQueries(sessionId: string, ids: string[]): void;
   /**
@@ -179,8 +195,19 @@ export interface SessionStore {
   flush(): Promise<void>;
   /** Reads a session another process may hold; null when there is none. */
   load(sessionId: string): Promise<SessionRecord | null>;
-  /** Makes this process the holder of a session; returns its fresh record. */
-  claim(sessionId: string): Promise<SessionRecord | null>;
+  /**
+   * Makes this process the holder of a session; returns its fresh record.
+   * With `from`, only if nobody holds it or `from` still does: two processes
+   * claiming at once cannot both win; null when it lost or there is no such
+   * session.
+   */
+  claim(sessionId: string, from?: string | null): Promise<SessionRecord | null>;
+  /**
+   * Creates a named conversation held by this process, unless it exists
+   * already (another process, or an earlier life): false then — load and
+   * join it instead.
+   */
+  createHeld(sessionId: string, owner: string | null, conversation: string): Promise<boolean>;
   /** Lets go of a session without forgetting it (another process may take it). */
   release(sessionId: string): Promise<void>;
   /** Forgets the session entirely. */
@@ -273,9 +300,20 @@ export class MemoryStore implements SessionStore {
     this.#entry(id);
   }
 
+  createHeld(id: string): Promise<boolean> {
+    if (this.#entries.has(id)) return Promise.resolve(false);
+    this.#entry(id);
+    return Promise.resolve(true);
+  }
+
   setOpenQueries(): void {}
 
   setSuspended(): void {}
+
+  /** Memory is as durable as it gets here, at once. */
+  whenDurable(): Promise<void> {
+    return Promise.resolve();
+  }
 
   // Memory (conversations kept, searched, cleared): see the memory work.
   conversations(): Promise<ConversationSummary[]> {

@@ -16,6 +16,12 @@ export interface PendingFrame {
   session: string;
   seq: number;
   json: string;
+  /**
+   * The session's open queries as of this frame, on frames that start or end
+   * a query: written in the same statement as the frame, so the two are
+   * durable together.
+   */
+  open?: string[];
 }
 
 /** One thing to write; a batch is a list of them, in the order they must be applied. */
@@ -133,6 +139,8 @@ export class WriteBuffer {
    * the bounds (0 almost always).
    */
   frame(f: PendingFrame): number {
+    // The frame's own list is newer than any waiting on its own.
+    if (f.open) this.#open.delete(f.session);
     this.#frames.push(f);
     this.#bytes += f.json.length;
     const { maxFrames, maxBytes } = this.limits;
@@ -154,7 +162,8 @@ export class WriteBuffer {
     for (const pass of [true, false]) {
       for (let i = this.#head; i < this.#frames.length && over(); i++) {
         const f = this.#frames[i];
-        if (drop.has(f) || (pass && !this.#detached.has(f.session))) continue;
+        // A frame that starts or ends a query carries the open list: never dropped.
+        if (drop.has(f) || f.open || (pass && !this.#detached.has(f.session))) continue;
         drop.add(f);
         frames--;
         bytes -= f.json.length;
@@ -228,7 +237,7 @@ export class WriteBuffer {
     const end = Math.min(this.#frames.length, this.#head + maxFrames);
     for (let i = this.#head; i < end; i++) {
       const f = this.#frames[i];
-      ops.push({ kind: "frame", session: f.session, seq: f.seq, json: f.json });
+      ops.push({ kind: "frame", session: f.session, seq: f.seq, json: f.json, open: f.open });
       this.#bytes -= f.json.length;
     }
     this.#head = end;
@@ -261,7 +270,7 @@ export class WriteBuffer {
     for (const op of ops) {
       if (op.kind === "frame") {
         if (this.#deletes.has(op.session)) continue;
-        frames.push({ session: op.session, seq: op.seq, json: op.json });
+        frames.push({ session: op.session, seq: op.seq, json: op.json, open: op.open });
         this.#bytes += op.json.length;
       } else if (op.kind === "delete") this.#deletes.add(op.session);
       else if (this.#deletes.has(op.session)) continue;

@@ -93,10 +93,7 @@ export function createTurnRunner(
       session.emit({ type: "response", id: q.id, delta: pending, done: false });
       pending = "";
     };
-    const behind = () => {
-      const ws = session.socket;
-      return ws !== null && ws.bufferedAmount > config.sendHighWaterBytes;
-    };
+    const behind = () => session.backlog > config.sendHighWaterBytes;
     // While the client is behind, deltas pile up in `pending` and go out as one
     // frame when it catches up; once `pending` is itself large, pulling the model
     // waits too, so memory stays bounded by two high-water marks.

@@ -128,6 +128,8 @@ const ANSWERED_IDS_KEPT = 1000;
 export class Turns {
   readonly #queue: QueryQueue;
   #inFlight: InFlight | null = null;
+  /** Whether the query in flight has emitted its terminal frame (it may still be finishing). */
+  #inFlightEnded = false;
   readonly #answered = new Set<string>();
 
   constructor(readonly host: TurnHost, readonly run: TurnRunner, maxQueue: number) {
@@ -178,6 +180,7 @@ export class Turns {
         });
       }
       this.host.counters.queries++;
+      this.#syncOpen();
       this.host.emit({
         type: "status",
         id: query.id,
@@ -189,7 +192,6 @@ export class Turns {
       this.host.counters.queries++;
       this.#start(query);
     }
-    this.#syncOpen();
   }
 
   /**
@@ -206,7 +208,6 @@ export class Turns {
     const waiting = this.#queue.remove(target);
     if (waiting) {
       this.endCancelled(waiting, "", null);
-      this.#syncOpen();
     } else {
       this.#inFlight?.controller.abort("cancel" satisfies AbortWhy);
     }
@@ -220,7 +221,6 @@ export class Turns {
   resume(checkpoint: TurnCheckpoint): void {
     this.host.counters.queries++;
     this.#start({ ...checkpoint.query, receivedAt: performance.now() }, checkpoint);
-    this.#syncOpen();
   }
 
   /** Ends a query as cancelled, with the text streamed so far. */
@@ -268,13 +268,27 @@ export class Turns {
     }
   }
 
+  /**
+   * The session emitted a query's terminal frame: it is no longer open. The
+   * open list travels with that frame to the store, so the two are durable
+   * together and no other process ends the query a second time.
+   */
+  noteEnded(id: string): void {
+    if (this.#inFlight?.id === id) this.#inFlightEnded = true;
+  }
+
   /** The ids of the queries accepted and not yet ended, running first. */
   openIds(): string[] {
     const ids = this.#queue.ids();
-    if (this.#inFlight) ids.unshift(this.#inFlight.id);
+    if (this.#inFlight && !this.#inFlightEnded) ids.unshift(this.#inFlight.id);
     return ids;
   }
 
+  /**
+   * Writes the open list ahead of a new query's first frame. Only additions
+   * are written this way: an early addition at worst ends a query the client
+   * never heard of, while a removal goes with the terminal frame itself.
+   */
   #syncOpen(): void {
     if (!this.host.closed) this.host.store.setOpenQueries(this.host.id, this.openIds());
   }
@@ -282,6 +296,8 @@ export class Turns {
   async #start(query: PendingQuery, checkpoint?: TurnCheckpoint): Promise<void> {
     const turn = new InFlight(query, checkpoint);
     this.#inFlight = turn;
+    this.#inFlightEnded = false;
+    this.#syncOpen();
     try {
       // The runner renders its own failures as the query's terminal frame.
       await this.run(turn).catch(() => {});
@@ -290,6 +306,5 @@ export class Turns {
     }
     const next = this.host.closed ? undefined : this.#queue.shift();
     if (next) this.#start(next);
-    this.#syncOpen();
   }
 }

@@ -1,0 +1,358 @@
+/**
+ * Sockets here, session elsewhere. When a socket joins (or resumes) a session
+ * that another live process holds — the other tab of a conversation, or a
+ * reconnect that landed on a different isolate mid-answer — this process does
+ * not take the session over: it relays. The holder keeps running the answer;
+ * its frames arrive here through the bus once durable and go to the socket in
+ * seq order, each exactly once (a hole, e.g. a NOTIFY lost while the listen
+ * connection was reset, is filled from the store); the socket's own frames go
+ * to the holder. When the holder lets go (it drained, or handed an idle
+ * session to where its sockets are) or stops answering, the session is
+ * adopted here and the sockets carry on without noticing.
+ *
+ * @module
+ */
+import type { Logger } from "../platform/log.ts";
+import type { Bus, BusMessage } from "../store/bus.ts";
+import type { SessionRecord, SessionStore } from "../store/store.ts";
+import { closeQuietly, sendSocketFrame } from "./socket.ts";
+import { RELAY_REFRESH_MS } from "./remote_peers.ts";
+
+/** How long a joining socket waits for the holder to answer before it is taken for gone. */
+export const HOLDER_ANSWER_MS = 1500;
+
+/** A holder that has not answered `watch` for this long is taken for gone. */
+const HOLDER_SILENT_MS = 3 * RELAY_REFRESH_MS;
+
+/** One socket of this process attached to a session held elsewhere. */
+export interface RelaySocket {
+  readonly id: string;
+  readonly ws: WebSocket;
+  /** The highest seq sent to the socket. */
+  lastSent: number;
+  /** While true, the socket's frames are being read from the store. */
+  catchingUp: boolean;
+}
+
+/** A session held by another process, with the sockets of this one attached to it. */
+interface Relayed {
+  readonly id: string;
+  holder: string;
+  readonly owner: string | null;
+  readonly conversation: string | null;
+  readonly sockets: Map<string, RelaySocket>;
+  /** The highest seq the holder has published. */
+  latest: number;
+  heardAt: number;
+  /** Sockets still to be greeted by the holder (joined without a resume). */
+  fresh: Set<string>;
+  /** Answers awaited for `watch`. */
+  waiting: ((starts: Record<string, number>) => void)[];
+  /** Client frames go out in the order they came. */
+  chain: Promise<void>;
+  /** Set while the session is being adopted here. */
+  adopting: boolean;
+}
+
+/** What a relay needs. */
+export interface RelaysDeps {
+  log: Logger;
+  bus: Bus;
+  store: SessionStore;
+  /** This process's id on the bus. */
+  instance: string;
+  /**
+   * The holder let go or went silent: take the session here, with these
+   * sockets (each to continue after its `lastSent`). Resolves false when
+   * another process got it first (the relay then follows the new holder).
+   */
+  adopt(record: { id: string; holder: string | null }, sockets: RelaySocket[]): Promise<boolean>;
+}
+
+/** How a socket joins: fresh (greeted by the holder) or resuming after a seq. */
+export interface RelayJoin {
+  id: string;
+  ws: WebSocket;
+  /** null: a fresh join; else resume after this seq. */
+  lastSeq: number | null;
+  /** Frames (seq 0) to send first when the socket resumes, before the replay. */
+  resumed?: (replayed: number) => Record<string, unknown>;
+}
+
+/** See {@linkcode createRelays}. */
+export interface Relays {
+  /** Sessions relayed here. */
+  readonly size: number;
+  /**
+   * Attaches a socket to a session held by `record.instance`; false when the
+   * holder did not answer (the caller adopts the session instead).
+   */
+  join(record: SessionRecord, socket: RelayJoin): Promise<boolean>;
+  /** Whether a socket is relayed here. */
+  has(sessionId: string, socketId: string): boolean;
+  /** A client frame from a relayed socket, for the holder. */
+  forward(sessionId: string, socketId: string, data: string): void;
+  /** A relayed socket went away. */
+  leave(sessionId: string, socketId: string): void;
+  onBus(msg: BusMessage): void;
+  /** Whether a message sent by reference concerns a session relayed here. */
+  wants(sessionId: string): boolean;
+  /** Closes every relayed socket (this process is stopping): they reconnect elsewhere. */
+  closeAll(say: Record<string, unknown>, code: number, reason: string): void;
+  stop(): void;
+}
+
+/**
+ * @example
+ * ```ts ignore
+ * const relays = createRelays({ log, bus, store, instance, adopt });
+ * if (!(await relays.join(record, { id: socketId, ws, lastSeq: 41 }))) await adoptHere();
+ * ```
+ */
+export function createRelays(deps: RelaysDeps): Relays {
+  const { log, bus, store, instance } = deps;
+  const relayed = new Map<string, Relayed>();
+  let timer: ReturnType<typeof setInterval> | undefined;
+
+  function publish(r: Relayed, msg: BusMessage): Promise<void> {
+    const run = r.chain.then(() => bus.publish(msg, { large: "reference" }));
+    r.chain = run.catch((err) =>
+      log.warn("relay_publish_failed", { session: r.id, err: String(err) })
+    );
+    return run;
+  }
+
+  function sayWatch(r: Relayed): Promise<void> {
+    const fresh = [...r.fresh];
+    r.fresh.clear();
+    return publish(r, {
+      kind: "watch",
+      session: r.id,
+      from: instance,
+      to: r.holder,
+      sockets: [...r.sockets.keys()],
+      fresh,
+    });
+  }
+
+  function send(sock: RelaySocket, frames: { seq: number; json: string }[]): boolean {
+    for (const f of frames) {
+      if (f.seq <= sock.lastSent) continue;
+      if (f.seq !== sock.lastSent + 1) return false;
+      sock.lastSent = f.seq;
+      try {
+        sock.ws.send(f.json);
+      } catch {
+        // Closed meanwhile; leave() follows.
+      }
+    }
+    return true;
+  }
+
+  /** Reads a socket's frames from the store until it has all the holder published. */
+  async function catchUp(r: Relayed, sock: RelaySocket): Promise<void> {
+    if (sock.catchingUp) return;
+    sock.catchingUp = true;
+    try {
+      for (let round = 0; round < 20 && sock.lastSent < r.latest; round++) {
+        const result = await store.framesAfter(r.id, sock.lastSent);
+        if (!result.ok) {
+          // Never stored (its holder dropped it): the socket skips what is gone.
+          log.warn("relay_gap", { session: r.id, socket: sock.id, missing: result.missingSeq });
+          sock.lastSent = Math.max(sock.lastSent, result.missingSeq);
+          continue;
+        }
+        if (result.frames.length === 0) break;
+        send(sock, result.frames);
+      }
+    } catch (err) {
+      log.warn("relay_catch_up_failed", { session: r.id, err: String(err) });
+    } finally {
+      sock.catchingUp = false;
+    }
+  }
+
+  function deliver(r: Relayed, frames: { seq: number; json: string }[]): void {
+    if (frames.length === 0) return;
+    r.latest = Math.max(r.latest, frames[frames.length - 1].seq);
+    for (const sock of r.sockets.values()) {
+      if (sock.catchingUp) continue;
+      if (!send(sock, frames)) catchUp(r, sock);
+    }
+  }
+
+  async function handOver(r: Relayed): Promise<void> {
+    if (r.adopting || r.sockets.size === 0) return;
+    r.adopting = true;
+    const holder = r.holder;
+    try {
+      const sockets = [...r.sockets.values()];
+      relayed.delete(r.id);
+      if (await deps.adopt({ id: r.id, holder }, sockets)) return;
+      // Another process got it first: follow it.
+      const rec = await store.load(r.id);
+      if (rec?.instance && rec.instance !== instance) {
+        for (const sock of sockets) {
+          await join(rec, { id: sock.id, ws: sock.ws, lastSeq: sock.lastSent });
+        }
+        return;
+      }
+      for (const sock of sockets) closeQuietly(sock.ws, 1012, "Server restart");
+    } catch (err) {
+      log.error("relay_adopt_failed", { session: r.id, err: String(err) });
+      for (const sock of r.sockets.values()) closeQuietly(sock.ws, 1012, "Server restart");
+    } finally {
+      r.adopting = false;
+    }
+  }
+
+  function tick(): void {
+    const now = Date.now();
+    for (const r of relayed.values()) {
+      if (now - r.heardAt > HOLDER_SILENT_MS) {
+        log.warn("relay_holder_silent", { session: r.id, holder: r.holder });
+        handOver(r);
+      } else sayWatch(r).catch(() => {});
+    }
+  }
+
+  function startTimer(): void {
+    if (timer !== undefined) return;
+    timer = setInterval(tick, RELAY_REFRESH_MS);
+    // Under plain Deno the relay timer alone must not keep the process alive.
+    if (typeof Deno.unrefTimer === "function") Deno.unrefTimer(timer);
+  }
+
+  async function join(record: SessionRecord, socket: RelayJoin): Promise<boolean> {
+    const holder = record.instance!;
+    let r = relayed.get(record.id);
+    if (r && r.holder !== holder) r = undefined;
+    if (!r) {
+      r = {
+        id: record.id,
+        holder,
+        owner: record.owner,
+        conversation: record.conversation,
+        sockets: new Map(),
+        latest: record.lastSeq,
+        heardAt: Date.now(),
+        fresh: new Set(),
+        waiting: [],
+        chain: Promise.resolve(),
+        adopting: false,
+      };
+      relayed.set(record.id, r);
+      startTimer();
+    }
+    const sock: RelaySocket = {
+      id: socket.id,
+      ws: socket.ws,
+      lastSent: socket.lastSeq ?? Infinity,
+      catchingUp: true,
+    };
+    r.sockets.set(sock.id, sock);
+    if (socket.lastSeq === null) r.fresh.add(sock.id);
+    const answered = new Promise<Record<string, number> | null>((resolve) => {
+      const t = setTimeout(() => resolve(null), HOLDER_ANSWER_MS);
+      r!.waiting.push((starts) => {
+        clearTimeout(t);
+        resolve(starts);
+      });
+    });
+    await sayWatch(r).catch(() => {});
+    const starts = await answered;
+    if (!starts || relayed.get(record.id) !== r || !r.sockets.has(sock.id)) {
+      r.sockets.delete(sock.id);
+      if (r.sockets.size === 0) relayed.delete(r.id);
+      return false;
+    }
+    if (socket.lastSeq === null) sock.lastSent = starts[sock.id] ?? r.latest;
+    // The frames published before the holder counted this socket are in the store.
+    if (socket.resumed) {
+      const result = await store.framesAfter(r.id, sock.lastSent).catch(() => null);
+      const frames = result?.ok ? result.frames : [];
+      sendSocketFrame(sock.ws, socket.resumed(frames.length));
+      send(sock, frames);
+    }
+    sock.catchingUp = false;
+    await catchUp(r, sock);
+    log.info("relay_joined", { session: r.id, socket: sock.id, holder, last_seq: sock.lastSent });
+    return true;
+  }
+
+  return {
+    get size() {
+      return relayed.size;
+    },
+
+    join,
+
+    has(sessionId, socketId) {
+      return relayed.get(sessionId)?.sockets.has(socketId) ?? false;
+    },
+
+    forward(sessionId, socketId, data) {
+      const r = relayed.get(sessionId);
+      if (!r || !r.sockets.has(socketId)) return;
+      publish(r, {
+        kind: "client",
+        session: sessionId,
+        from: instance,
+        to: r.holder,
+        socket: socketId,
+        data,
+      }).catch(() => {});
+    },
+
+    leave(sessionId, socketId) {
+      const r = relayed.get(sessionId);
+      if (!r || !r.sockets.delete(socketId)) return;
+      r.fresh.delete(socketId);
+      sayWatch(r).catch(() => {});
+      if (r.sockets.size === 0) relayed.delete(sessionId);
+      if (relayed.size === 0 && timer !== undefined) {
+        clearInterval(timer);
+        timer = undefined;
+      }
+    },
+
+    onBus(msg) {
+      if (msg.from === instance) return;
+      const r = relayed.get(msg.session);
+      if (!r) return;
+      if (msg.kind === "frames" && msg.from === r.holder) {
+        r.heardAt = Date.now();
+        deliver(r, msg.frames);
+      } else if (msg.kind === "watching" && msg.to === instance && msg.from === r.holder) {
+        r.heardAt = Date.now();
+        for (const resolve of r.waiting.splice(0)) resolve(msg.starts);
+      } else if (msg.kind === "close" && msg.to === instance) {
+        const sock = r.sockets.get(msg.socket);
+        if (!sock) return;
+        if (msg.say) sendSocketFrame(sock.ws, msg.say);
+        closeQuietly(sock.ws, msg.code, msg.reason);
+      } else if (msg.kind === "released" && msg.from === r.holder) {
+        // The holder let go once durable: whatever it published is in the store.
+        handOver(r);
+      }
+    },
+
+    wants(sessionId) {
+      return relayed.has(sessionId);
+    },
+
+    closeAll(say, code, reason) {
+      for (const r of relayed.values()) {
+        for (const sock of r.sockets.values()) {
+          sendSocketFrame(sock.ws, say);
+          closeQuietly(sock.ws, code, reason);
+        }
+      }
+    },
+
+    stop() {
+      if (timer !== undefined) clearInterval(timer);
+      timer = undefined;
+    },
+  };
+}

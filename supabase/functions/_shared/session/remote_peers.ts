@@ -1,0 +1,186 @@
+/**
+ * The holder's side of sockets on other processes. A session is held (its
+ * turns run, its seq is counted) by one process; a socket attached to it on
+ * another process is a remote peer here. That process relays: it tells the
+ * holder which of its sockets watch (`watch`), forwards their client frames
+ * (`client`), and gets the session's frames once they are durable (`frames`,
+ * published here after each write). A relay that stops saying `watch` is
+ * taken to be gone after {@linkcode REMOTE_PEER_TTL_MS}.
+ *
+ * @module
+ */
+import type { Logger } from "../platform/log.ts";
+import type { Bus, BusMessage } from "../store/bus.ts";
+import type { SessionRegistry } from "./registry.ts";
+import type { Peer, Session } from "./session.ts";
+
+/** A relay re-sends `watch` this often; the holder's answer tells it the holder is alive. */
+export const RELAY_REFRESH_MS = 2000;
+
+/** A remote peer whose relay has not said `watch` for this long is dropped. */
+export const REMOTE_PEER_TTL_MS = 5 * RELAY_REFRESH_MS;
+
+/** Frames per `frames` message (a bigger batch is split; each one may go by reference). */
+const FRAMES_PER_MESSAGE = 200;
+
+/** What the holder's side needs. */
+export interface RemotePeersDeps {
+  log: Logger;
+  bus: Bus;
+  sessions: SessionRegistry;
+  /** This process's id on the bus. */
+  instance: string;
+  /**
+   * A remote socket was attached: the runtime greets a fresh one, takes over
+   * the others of a plain session. Returns the seq after which the socket's
+   * frames begin.
+   */
+  joined(session: Session, peer: Peer, fresh: boolean): number;
+  /** A remote socket was detached (its relay let it go, or went silent). */
+  left(session: Session, peer: Peer): void;
+  /** A client frame that arrived on a remote socket. */
+  received(session: Session, peer: Peer, data: string): void;
+}
+
+/** See {@linkcode createRemotePeers}. */
+export interface RemotePeers {
+  onBus(msg: BusMessage): void;
+  /** Publishes durable frames to the processes relaying their sessions. */
+  committed(frames: { session: string; seq: number; json: string }[]): void;
+  /** Drops the remote peers whose relay went silent. */
+  prune(): void;
+}
+
+/**
+ * @example
+ * ```ts ignore
+ * const remote = createRemotePeers({ log, bus, sessions, instance, joined, received });
+ * store.onCommitted = (frames) => remote.committed(frames);
+ * bus.subscribe((msg) => remote.onBus(msg));
+ * ```
+ */
+export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
+  const { log, bus, sessions, instance } = deps;
+  /** When each relay last said `watch`, per session and process. */
+  const seen = new Map<string, Map<string, number>>();
+  /** Publishes in order per session: a later batch never overtakes an earlier one. */
+  const chains = new Map<string, Promise<void>>();
+
+  function publish(session: string, msg: BusMessage): void {
+    const run = (chains.get(session) ?? Promise.resolve())
+      .then(() => bus.publish(msg, { large: "reference" }))
+      .catch((err) => log.warn("relay_publish_failed", { session, err: String(err) }));
+    chains.set(session, run);
+    run.finally(() => chains.get(session) === run && chains.delete(session));
+  }
+
+  function remotePeer(session: Session, id: string, from: string): Peer {
+    return {
+      id,
+      ws: null,
+      instance: from,
+      sentUpTo: session.seq,
+      close(code, reason, say) {
+        publish(session.id, {
+          kind: "close",
+          session: session.id,
+          from: instance,
+          to: from,
+          socket: id,
+          code,
+          reason,
+          ...(say ? { say } : {}),
+        });
+      },
+    };
+  }
+
+  function watch(msg: Extract<BusMessage, { kind: "watch" }>): void {
+    const session = sessions.get(msg.session);
+    if (!session || session.closed) return;
+    let bySender = seen.get(session.id);
+    if (!bySender) seen.set(session.id, bySender = new Map());
+    if (msg.sockets.length === 0) bySender.delete(msg.from);
+    else bySender.set(msg.from, Date.now());
+    const wanted = new Set(msg.sockets);
+    for (const peer of [...session.peers.values()]) {
+      if (peer.instance !== msg.from || wanted.has(peer.id)) continue;
+      session.detach(peer.id);
+      deps.left(session, peer);
+    }
+    const fresh = new Set(msg.fresh);
+    const starts: Record<string, number> = {};
+    for (const id of msg.sockets) {
+      if (session.peers.has(id)) continue;
+      const peer = remotePeer(session, id, msg.from);
+      starts[id] = deps.joined(session, peer, fresh.has(id));
+    }
+    // The answer is also the relay's sign that the holder lives.
+    publish(session.id, {
+      kind: "watching",
+      session: session.id,
+      from: instance,
+      to: msg.from,
+      starts,
+    });
+  }
+
+  return {
+    onBus(msg) {
+      if (msg.from === instance) return;
+      if (msg.kind === "watch" && msg.to === instance) watch(msg);
+      else if (msg.kind === "client" && msg.to === instance) {
+        const session = sessions.get(msg.session);
+        const peer = session?.peers.get(msg.socket);
+        if (session && !session.closed && peer?.instance === msg.from) {
+          deps.received(session, peer, msg.data);
+        }
+      }
+    },
+
+    committed(frames) {
+      const bySession = new Map<string, { seq: number; json: string }[]>();
+      for (const f of frames) {
+        let list = bySession.get(f.session);
+        if (!list) {
+          const session = sessions.get(f.session);
+          if (!session || session.remoteInstances().size === 0) continue;
+          bySession.set(f.session, list = []);
+        }
+        list.push({ seq: f.seq, json: f.json });
+      }
+      for (const [id, list] of bySession) {
+        for (let i = 0; i < list.length; i += FRAMES_PER_MESSAGE) {
+          publish(id, {
+            kind: "frames",
+            session: id,
+            from: instance,
+            frames: list.slice(i, i + FRAMES_PER_MESSAGE),
+          });
+        }
+      }
+    },
+
+    prune() {
+      const now = Date.now();
+      for (const [id, bySender] of seen) {
+        const session = sessions.get(id);
+        if (!session || session.closed) {
+          seen.delete(id);
+          continue;
+        }
+        for (const [from, at] of bySender) {
+          if (now - at <= REMOTE_PEER_TTL_MS) continue;
+          bySender.delete(from);
+          log.info("relay_gone", { session: id, instance: from });
+          for (const peer of [...session.peers.values()]) {
+            if (peer.instance !== from) continue;
+            session.detach(peer.id);
+            deps.left(session, peer);
+          }
+        }
+        if (bySender.size === 0) seen.delete(id);
+      }
+    },
+  };
+}
