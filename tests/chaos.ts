@@ -73,6 +73,7 @@ export interface FaultEvent {
 export type Invariant =
   | "a:hanging"
   | "a:doubled"
+  | "a:after_terminal"
   | "a:unanswered_frame"
   | "b:gap"
   | "b:repeat"
@@ -96,6 +97,10 @@ export interface Violation {
   frames: Frame[];
   /** The faults that touched the query or session, oldest first. */
   faults: FaultEvent[];
+  /** Server log lines about the session around `wall` (filled in by the cluster at the end). */
+  logs?: string[];
+  /** When it was seen (ms since the epoch), to find the server log lines around it. */
+  wall: number;
 }
 
 /**
@@ -393,6 +398,7 @@ export class Checker {
       detail,
       frames: frames.map(brief),
       faults: [...faults],
+      wall: Date.now(),
     });
   }
 
@@ -464,7 +470,23 @@ export class Checker {
       return true;
     }
     if (sock.state === "awaiting") {
-      if (f.event !== "connected" || f.seq !== 1) {
+      const asked = sock.kind === "resume"
+        ? this.#sessions.find((x) => x.id === sock.askedSession)
+        : undefined;
+      if (asked && !(f.event === "connected" && f.seq === 1)) {
+        // The session's frames came before `resumed` said the socket was resumed: a broken
+        // promise of its own, but the frames are the session's; check them as such.
+        this.#violation(
+          "protocol",
+          `socket ${sock.no} on ${sock.process}: seq ${f.seq} came before \`resumed\` ` +
+            `(resume of ${asked.id} from ${sock.askedSeq})`,
+          [...sock.recent],
+          { session: asked },
+        );
+        sock.session = asked;
+        sock.state = "live";
+        asked.processes.add(sock.process);
+      } else if (f.event !== "connected" || f.seq !== 1) {
         this.#violation(
           "protocol",
           `socket ${sock.no} (${sock.kind}): first session frame is not connected@1`,
@@ -473,6 +495,8 @@ export class Checker {
         );
         return true;
       }
+    }
+    if (sock.state === "awaiting") {
       const old = sock.kind === "resume"
         ? this.#sessions.find((x) => x.id === sock.askedSession)
         : undefined;
@@ -536,6 +560,17 @@ export class Checker {
     }
     q.accepted = true;
     push(q.recent, f, 8);
+    if (q.terminals.length > 0 && !isTerminal(f)) {
+      this.#violation(
+        "a:after_terminal",
+        `query ${q.id}: a ${f.type} frame (seq ${f.seq}) after its terminal (seq ${
+          q.terminals[0].seq
+        })`,
+        [q.terminals[0], f],
+        { session: s, query: q },
+      );
+      return true;
+    }
     if (f.type === "response" && f.done !== true && typeof f.delta === "string") {
       q.deltas += f.delta;
       q.deltaCount++;
@@ -699,7 +734,8 @@ export function describeViolation(v: Violation): string {
   return `[${v.invariant}] after ${v.fault}: ${v.detail}\n` +
     `    client ${v.client ?? "-"} session ${v.session ?? "-"} query ${v.query ?? "-"}\n` +
     `    faults: ${faults.join(", ") || "none"}\n` +
-    v.frames.map((f) => `    ${JSON.stringify(f)}`).join("\n");
+    v.frames.map((f) => `    ${JSON.stringify(f)}`).join("\n") +
+    (v.logs?.length ? `\n    server log:\n${v.logs.map((l) => `      ${l}`).join("\n")}` : "");
 }
 
 /**
@@ -960,15 +996,36 @@ export class Cluster {
     return counts;
   }
 
-  /** The server log lines that mention `needle` (a session or query id), for failure messages. */
-  logsAbout(needle: string, max = 20): string[] {
-    const out: string[] = [];
+  /**
+   * The server log lines that mention `needle` (a session or query id), in
+   * time order, the last `max` up to 500 ms after `until` (ms since the epoch).
+   */
+  logsAbout(needle: string, until = Infinity, max = 20): string[] {
+    const out: [string, string][] = [];
     for (const node of this.nodes) {
       for (const line of node.proc.lines) {
-        if (line.includes(needle)) out.push(`${node.name} ${line}`);
+        if (!line.includes(needle)) continue;
+        const time = /"time":"([^"]*)"/.exec(line)?.[1] ?? "";
+        if (Date.parse(time) > until + 500) continue;
+        const short = line.replace(/\{"time":"[^"]*T([^"]*)Z",("level":"\w+",)?/, "$1 {");
+        out.push([time, `${node.name} ${short.replaceAll(needle, "<s>").slice(0, 240)}`]);
       }
     }
-    return out.slice(-max);
+    return out.sort((a, b) => a[0].localeCompare(b[0])).slice(-max).map((x) => x[1]);
+  }
+
+  /**
+   * Adds the server log lines about each violation's session to the first few
+   * violations of each invariant, so a failure shows what the servers did.
+   */
+  annotate(perInvariant = 3, lines = 12): void {
+    const seen = new Map<string, number>();
+    for (const v of this.checker.violations) {
+      const n = seen.get(v.invariant) ?? 0;
+      seen.set(v.invariant, n + 1);
+      if (n >= perInvariant || !v.session || v.logs) continue;
+      v.logs = this.logsAbout(v.session, v.wall, lines);
+    }
   }
 
   /** Closes the clients, stops every process and the simulator. */
@@ -1266,6 +1323,8 @@ export interface ChaosOptions {
   /** Where progress lines go. */
   log?: (line: string) => void;
   answer?: { tokens: number; gapMs: number };
+  /** Server log lines for every violation (default: the first 3 of each invariant). */
+  annotateAll?: boolean;
 }
 
 const DEFAULT_WEIGHTS: Record<FaultKind, number> = {
@@ -1364,7 +1423,9 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<Report> {
     await Promise.all(healing);
     await Promise.all(loops);
     cluster.countLogs();
-    return cluster.checker.finish(performance.now() - started);
+    const report = cluster.checker.finish(performance.now() - started);
+    cluster.annotate(opts.annotateAll ? Infinity : 3);
+    return report;
   } finally {
     ctl.stopping = true;
     for (const n of cluster.nodes) cluster.heal(n);
