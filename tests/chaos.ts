@@ -1052,6 +1052,9 @@ interface LiveSocket {
   closed: Promise<number>;
 }
 
+/** How long a socket may take to be greeted (`connected` or `resumed`) before it is given up. */
+const ATTACH_MS = 8000;
+
 const pick = <T>(xs: T[], rnd = Math.random): T => xs[Math.floor(rnd() * xs.length)];
 
 /**
@@ -1117,6 +1120,14 @@ export class ChaosClient {
     };
     return new Promise<LiveSocket>((resolve, reject) => {
       let opened = false;
+      // A socket that is not resumed in time is given up for good: closed and no longer
+      // read, so that it cannot come alive later beside the one the client moved on to.
+      const giveUp = setTimeout(() => {
+        if (track.state !== "awaiting") return;
+        this.checker.abandon(track);
+        ws.close(1000);
+        reject(new Error(`no session on ${node.name} after ${ATTACH_MS} ms`));
+      }, ATTACH_MS);
       ws.onopen = () => {
         opened = true;
       };
@@ -1137,12 +1148,14 @@ export class ChaosClient {
         });
         if (track.state === "live" && this.#sock !== live) {
           // Current from its first live frame on: a close after this is the server letting go.
+          clearTimeout(giveUp);
           this.#sock = live;
           if (kind === "resume") this.resumes.push(track.refusedFrom ? "refused" : "resumed");
           resolve(live);
         }
       };
       ws.onclose = (e) => {
+        clearTimeout(giveUp);
         const wasOurs = track.state === "awaiting" || track.state === "live";
         if (track.state === "live") this.serverCloses.push(e.code);
         if (track.kind === "resume" && track.state === "awaiting") this.resumes.push("redirected");
@@ -1203,7 +1216,7 @@ export class ChaosClient {
 
   /** Opens a fresh session on `node`. */
   async open(node: Node): Promise<void> {
-    await deadline(this.#attach(node, "fresh"), 10_000, `${this.name} to connect to ${node.name}`);
+    await this.#attach(node, "fresh");
   }
 
   /**
@@ -1226,7 +1239,7 @@ export class ChaosClient {
       if (old && !opts.overlap) old.ws.close(1000);
       if (!node) return await this.#resumeSomewhere();
       try {
-        await deadline(this.#attach(node, "resume"), 10_000, `resume on ${node.name}`);
+        await this.#attach(node, "resume");
       } catch (err) {
         if (!opts.fallback) throw err;
         await this.#resumeSomewhere();

@@ -228,6 +228,106 @@ Deno.test({
 });
 
 Deno.test({
+  name: "SIGTERM of the holder with a query queued behind the answer; the client resumes on " +
+    "the other at once: `resumed` first, every frame once, nothing interrupted (×5)",
+  ...opts,
+  fn: () =>
+    withCluster(async (cluster) => {
+      for (let round = 1; round <= 5; round++) {
+        const a = cluster.live()[0];
+        const b = other(cluster, a);
+        const c = cluster.client(`r${round}`);
+        c.auto = true;
+        await c.open(a);
+        await stillWorks(c);
+        const ids = [c.query("long"), c.query("short")];
+        await c.next((f) => f.id === ids[0] && f.delta === "w3 ", "streaming");
+        await cluster.stop(a, "SIGTERM");
+        await c.resume(b);
+        for (const id of ids) assertEquals(await c.settle(id, 10_000), "terminal", id);
+        await stillWorks(c);
+        await c.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "SIGTERM of the holder right as a query is sent; the client resumes on the other at " +
+    "once: `resumed` first, every frame once, nothing interrupted (×5)",
+  ...opts,
+  fn: () =>
+    withCluster(async (cluster) => {
+      for (let round = 1; round <= 5; round++) {
+        const a = cluster.live()[0];
+        const b = other(cluster, a);
+        const c = cluster.client(`r${round}`);
+        c.auto = true;
+        await c.open(a);
+        await stillWorks(c);
+        const ids = [c.query("long"), c.query("short")];
+        await c.next((f) => f.id === ids[0], "the query accepted");
+        await cluster.stop(a, "SIGTERM");
+        await c.resume(b);
+        for (const id of ids) assertEquals(await c.settle(id, 10_000), "terminal", id);
+        await stillWorks(c);
+        await c.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "SIGTERM of the holder at an answer's last delta; the client follows the goodbye to " +
+    "the other: `resumed` first, every frame once (×5)",
+  ...opts,
+  fn: () =>
+    withCluster(async (cluster) => {
+      for (let round = 1; round <= 5; round++) {
+        const a = cluster.live()[0];
+        const b = other(cluster, a);
+        const c = cluster.client(`r${round}`);
+        await c.open(a);
+        await stillWorks(c);
+        const id = c.query("long");
+        await c.next((f) => f.id === id && f.delta === "w39 ", "the last delta");
+        await cluster.stop(a, "SIGTERM");
+        await c.closed;
+        await c.resume(b);
+        assertEquals(await c.settle(id, 10_000), "terminal", id);
+        await stillWorks(c);
+        await c.close();
+      }
+    }),
+});
+
+Deno.test({
+  name: "SIGTERM of a process holding 8 streaming sessions; each client follows the goodbye " +
+    "to a random process: `resumed` first, every frame once, nothing interrupted (×3)",
+  ...opts,
+  fn: () =>
+    withCluster(async (cluster) => {
+      for (let round = 1; round <= 3; round++) {
+        const a = cluster.live()[0];
+        const clients = Array.from({ length: 8 }, (_, i) => cluster.client(`r${round}c${i + 1}`));
+        await Promise.all(clients.map((c) => c.open(a)));
+        await Promise.all(clients.map(stillWorks));
+        for (const c of clients) c.auto = true;
+        const ids = clients.map((c) => c.query("long"));
+        await Promise.all(
+          clients.map((c, i) => c.next((f) => f.id === ids[i] && f.delta === "w30 ", "streaming")),
+        );
+        await cluster.stop(a, "SIGTERM");
+        const ends = await Promise.all(clients.map((c, i) => c.settle(ids[i], 10_000)));
+        assertEquals(ends, ids.map(() => "terminal"));
+        await Promise.all(clients.map(async (c) => {
+          await c.ready();
+          await stillWorks(c);
+          await c.close();
+        }));
+      }
+    }),
+});
+
+Deno.test({
   name: "control: a reconnect to the same process mid-answer resumes it whole (×5)",
   ...opts,
   fn: () =>
