@@ -13,20 +13,38 @@ export interface ServerProcess {
   url: string;
   wsUrl: string;
   lines: string[];
+  /** Resolves when the process has exited, for whatever reason. */
+  status: Promise<Deno.CommandStatus>;
   /** Kills it at once (SIGKILL: no goodbye, no flush) or gracefully (SIGTERM). */
   kill(signal?: Deno.Signal): Promise<void>;
 }
 
 const entry = new URL("../supabase/functions/agent_websocket/index.ts", import.meta.url).pathname;
 
-/** Starts the function with `env` on a free port and waits until it listens. */
+/** What the child keeps of this process's environment with `clearEnv` (deno's own needs). */
+const KEPT = ["PATH", "HOME", "DENO_DIR", "XDG_CACHE_HOME", "TMPDIR"];
+
+/**
+ * Starts the function with `env` on a free port and waits until it listens.
+ * With `clearEnv` it sees `env` alone (no DATABASE_URL, SESSION_STORE … of
+ * the test's environment), as a deployment that sets only what it names.
+ */
 export async function startServerProcess(
   env: Record<string, string>,
   file = entry,
+  opts: { clearEnv?: boolean } = {},
 ): Promise<ServerProcess> {
+  const kept: Record<string, string> = {};
+  if (opts.clearEnv) {
+    for (const k of KEPT) {
+      const v = Deno.env.get(k);
+      if (v !== undefined) kept[k] = v;
+    }
+  }
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-net", "--allow-env", "--allow-read", file],
-    env: { PORT: "0", LOG_LEVEL: "info", NO_COLOR: "1", ...env },
+    clearEnv: opts.clearEnv ?? false,
+    env: { ...kept, PORT: "0", LOG_LEVEL: "info", NO_COLOR: "1", ...env },
     stdout: "piped",
     stderr: "piped",
   }).spawn();
@@ -46,22 +64,42 @@ export async function startServerProcess(
     }
   };
   const pumps = Promise.all([read(child.stdout), read(child.stderr)]);
-  const url = await deadline(
-    new Promise<string>((resolve) => {
-      const check = (line: string) => {
-        if (line.includes('"server_started"')) resolve(JSON.parse(line).url);
-      };
-      lines.forEach(check);
-      onLine = check;
-    }),
-    15_000,
-    `server process to start; output: ${lines.join("\n")}`,
-  );
+  const started = new Promise<string>((resolve) => {
+    const check = (line: string) => {
+      if (line.includes('"server_started"')) resolve(JSON.parse(line).url);
+    };
+    lines.forEach(check);
+    onLine = check;
+  });
+  // A process that exits at startup (bad config, no schema) fails at once with what it said,
+  // instead of a timeout with an empty message.
+  const exitedEarly = child.status.then(async (s) => {
+    await pumps;
+    throw new Error(
+      `server process exited (code ${s.code}) before it listened:\n${lines.join("\n")}`,
+    );
+  });
+  exitedEarly.catch(() => {});
+  let url: string;
+  try {
+    url = await deadline(Promise.race([started, exitedEarly]), 15_000, "server process to start");
+  } catch (err) {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Already gone.
+    }
+    await child.status;
+    throw err instanceof Error && err.message.startsWith("timed out")
+      ? new Error(`${err.message}; output:\n${lines.join("\n")}`)
+      : err;
+  }
   let killed = false;
   return {
     url,
     wsUrl: url.replace("http://", "ws://"),
     lines,
+    status: child.status,
     async kill(signal: Deno.Signal = "SIGKILL") {
       if (!killed) {
         killed = true;
