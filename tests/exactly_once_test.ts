@@ -208,8 +208,11 @@ Deno.test({
         await stillWorks(c);
       }
       const ids = [c1.query("long"), c2.query("long")];
-      await c1.next((f) => f.id === ids[0] && f.delta === "w3 ", "streaming");
-      await c2.next((f) => f.id === ids[1] && f.delta === "w3 ", "streaming");
+      // Both waits start before either answer can get there.
+      await Promise.all([
+        c1.next((f) => f.id === ids[0] && f.delta === "w3 ", "streaming"),
+        c2.next((f) => f.id === ids[1] && f.delta === "w3 ", "streaming"),
+      ]);
       await cluster.stop(a, "SIGTERM");
       // From here both follow the server's goodbyes (shutdown, 1012) as the SDK does.
       c1.auto = c2.auto = true;

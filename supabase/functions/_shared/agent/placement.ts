@@ -25,7 +25,7 @@ import { keepNewest, localPeer, presence, takenOverFrame } from "../session/peer
 import { createRemotePeers } from "../session/remote_peers.ts";
 import { createRelays, type RelaySocket } from "../session/relay.ts";
 import { closeQuietly, sendSocketFrame } from "../session/socket.ts";
-import { type Connection, refuse } from "./connection.ts";
+import { type Connection, redirect, refuse } from "./connection.ts";
 import type { Handover } from "./handover.ts";
 import type { Router } from "./router.ts";
 import type { Greeting } from "./greeting.ts";
@@ -74,6 +74,9 @@ const encoder = new TextEncoder();
 
 /** Why a socket could not have the session it asked for. */
 type Refusal = { code: "not_found" | "resume_gap"; message: string };
+
+/** The session moved on while the socket was being attached: look for it again. */
+const MOVED = "moved";
 
 /**
  * @example
@@ -232,7 +235,7 @@ export function createPlacement(deps: PlacementDeps): Placement {
     session: Session,
     conn: Connection,
     lastSeq: number | null,
-  ): Promise<Refusal | null> {
+  ): Promise<Refusal | typeof MOVED | null> {
     // Another user's session is reported exactly like a missing one: nothing leaks.
     if (session.owner !== (conn.user?.id ?? null)) {
       return { code: "not_found", message: "Unknown session" };
@@ -244,7 +247,11 @@ export function createPlacement(deps: PlacementDeps): Placement {
       peer.held = [];
       bind(session, conn, peer);
       const plan = await collectReplay(session, lastSeq);
-      if (session.closed) return { code: "not_found", message: "The session ended" };
+      if (session.closed) {
+        conn.session = null;
+        conn.peer = null;
+        return MOVED;
+      }
       if (conn.socket.readyState !== WebSocket.OPEN) return null;
       if (plan.ok) {
         keepNewest(session, peer.id);
@@ -290,6 +297,15 @@ export function createPlacement(deps: PlacementDeps): Placement {
   ): Promise<boolean> {
     const conns = sockets.map((s) => relayed.get(s.id)).filter((c) => c !== undefined);
     if (conns.length === 0) return true;
+    if (handover.draining) {
+      // A process that is handing over takes nothing on: its sockets go where it is held next.
+      for (const conn of conns) {
+        relayed.delete(conn.socketId);
+        conn.relayed = null;
+        redirect(conn, handover.draining);
+      }
+      return true;
+    }
     const last = Math.max(...sockets.map((s) => s.lastSent));
     const session = sessions.get(id) ?? await takeover.adopt(id, holder, ownerOf(conns[0]), last);
     if (!session) return false;
@@ -329,8 +345,16 @@ export function createPlacement(deps: PlacementDeps): Placement {
     // A few rounds: another process may create, take or let go of it meanwhile.
     for (let round = 0; round < 4; round++) {
       const here = sessions.get(id);
-      if (here && !here.closed) return await attachHere(here, conn, lastSeq);
-      if (handover.draining) return missing;
+      if (here && !here.closed) {
+        // A client that resumes may have been served by a process that took the session
+        // while this one was cut off from the database: ask the store who holds it.
+        if (lastSeq !== null && store.durable && !(await stillHeld(here))) continue;
+        const attached = await attachHere(here, conn, lastSeq);
+        if (attached === MOVED) continue;
+        return attached;
+      }
+      // A process that is handing over sends the socket on to one that stays.
+      if (handover.draining) return MOVED;
       const rec = await store.load(id);
       if (conn.socket.readyState !== WebSocket.OPEN) return null;
       if (rec && rec.owner !== owner) return missing;
@@ -369,6 +393,19 @@ export function createPlacement(deps: PlacementDeps): Placement {
   }
 
   /**
+   * Whether this process still holds a session it has (it may have been cut
+   * off from the database while another took it over). When the database
+   * cannot say, it does.
+   */
+  async function stillHeld(session: Session): Promise<boolean> {
+    const rec = await store.load(session.id).catch(() => undefined);
+    if (!rec || rec.instance === me || session.closed) return !session.closed;
+    log.warn("session_held_elsewhere", { session: session.id, holder: rec.instance });
+    store.onLost?.(session.id);
+    return false;
+  }
+
+  /**
    * A conversation's socket joins it; a plain one starts a session or resumes
    * one — and if that cannot be, gets a fresh one that says why.
    */
@@ -376,7 +413,8 @@ export function createPlacement(deps: PlacementDeps): Placement {
     if (conn.conversation !== null) {
       const id = await conversationSessionId(conn.user?.id ?? null, conn.conversation);
       const failed = await enter(conn, id, conn.resume?.lastSeq ?? null);
-      if (failed && conn.socket.readyState === WebSocket.OPEN) {
+      if (failed === MOVED) redirect(conn, handover.draining ?? "session_moved");
+      else if (failed && conn.socket.readyState === WebSocket.OPEN) {
         const err = new AgentError("internal_error", "This conversation cannot be joined now", {
           retryable: true,
         });
@@ -395,7 +433,8 @@ export function createPlacement(deps: PlacementDeps): Placement {
           message: "Unknown session, or its resume window has ended; starting a new session",
         };
       });
-      if (failed && conn.socket.readyState === WebSocket.OPEN) {
+      if (failed === MOVED) redirect(conn, handover.draining ?? "session_moved");
+      else if (failed && conn.socket.readyState === WebSocket.OPEN) {
         log.info("resume_refused", { session: conn.resume.sessionId, code: failed.code });
         const fresh = newSession(conn);
         if (fresh) router.reject(fresh, new AgentError(failed.code, failed.message));

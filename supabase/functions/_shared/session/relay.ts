@@ -19,7 +19,7 @@ import { closeQuietly, sendSocketFrame } from "./socket.ts";
 import { RELAY_REFRESH_MS } from "./remote_peers.ts";
 
 /** How long a joining socket waits for the holder to answer before it is taken for gone. */
-export const HOLDER_ANSWER_MS = 1500;
+export const HOLDER_ANSWER_MS = 2000;
 
 /** A holder that has not answered `watch` for this long is taken for gone. */
 const HOLDER_SILENT_MS = 3 * RELAY_REFRESH_MS;
@@ -46,8 +46,8 @@ interface Relayed {
   heardAt: number;
   /** Sockets still to be greeted by the holder (joined without a resume). */
   fresh: Set<string>;
-  /** Answers awaited for `watch`. */
-  waiting: ((starts: Record<string, number>) => void)[];
+  /** Answers awaited for `watch`: where fresh sockets start, or "gone" (not held there). */
+  waiting: ((answer: Record<string, number> | "gone") => void)[];
   /** Client frames go out in the order they came. */
   chain: Promise<void>;
   /** Set while the session is being adopted here. */
@@ -131,8 +131,8 @@ export function createRelays(deps: RelaysDeps): Relays {
   }
 
   function sayWatch(r: Relayed): Promise<void> {
+    // Fresh sockets stay fresh until the holder answered for them: a lost `watch` is said again.
     const fresh = [...r.fresh];
-    r.fresh.clear();
     return publish(r, {
       kind: "watch",
       session: r.id,
@@ -284,20 +284,30 @@ export function createRelays(deps: RelaysDeps): Relays {
     };
     r.sockets.set(sock.id, sock);
     if (socket.lastSeq === null) r.fresh.add(sock.id);
-    const answered = new Promise<Record<string, number> | null>((resolve) => {
-      const t = setTimeout(() => resolve(null), HOLDER_ANSWER_MS);
-      r!.waiting.push((starts) => {
+    // A NOTIFY can be lost (the listen connection was being reset): `watch` is said
+    // again until the holder answers, or until it is taken for gone.
+    const answered = new Promise<Record<string, number> | "gone" | null>((resolve) => {
+      const again = setInterval(() => sayWatch(r!).catch(() => {}), HOLDER_ANSWER_MS / 4);
+      const t = setTimeout(() => {
+        clearInterval(again);
+        resolve(null);
+      }, HOLDER_ANSWER_MS);
+      r!.waiting.push((answer) => {
+        clearInterval(again);
         clearTimeout(t);
-        resolve(starts);
+        resolve(answer);
       });
     });
     await sayWatch(r).catch(() => {});
-    const starts = await answered;
+    const answer = await answered;
+    const starts = answer === "gone" ? null : answer;
     if (!starts || relayed.get(record.id) !== r || !r.sockets.has(sock.id)) {
       r.sockets.delete(sock.id);
-      if (r.sockets.size === 0) relayed.delete(r.id);
+      r.fresh.delete(sock.id);
+      if (r.sockets.size === 0 && relayed.get(r.id) === r) relayed.delete(r.id);
       return false;
     }
+    r.fresh.delete(sock.id);
     if (socket.lastSeq === null) sock.lastSent = starts[sock.id] ?? r.latest;
     // The frames published before the holder counted this socket are in the store.
     if (socket.resumed) {
@@ -357,8 +367,10 @@ export function createRelays(deps: RelaysDeps): Relays {
         r.heardAt = Date.now();
         deliver(r, msg.frames);
       } else if (msg.kind === "watching" && msg.to === instance && msg.from === r.holder) {
-        r.heardAt = Date.now();
-        for (const resolve of r.waiting.splice(0)) resolve(msg.starts);
+        if (!msg.gone) r.heardAt = Date.now();
+        for (const resolve of r.waiting.splice(0)) resolve(msg.gone ? "gone" : msg.starts);
+        // It let go without our hearing it say so: the sockets already relayed are adopted.
+        if (msg.gone) handOver(r);
       } else if (msg.kind === "close" && msg.to === instance) {
         const sock = r.sockets.get(msg.socket);
         if (!sock) return;
@@ -370,7 +382,9 @@ export function createRelays(deps: RelaysDeps): Relays {
         if (msg.from === r.holder) r.bounced.push({ socket: msg.socket, data: msg.data });
         else deps.redeliver(msg.socket, msg.data);
       } else if (msg.kind === "released" && msg.from === r.holder) {
-        // The holder let go once durable: whatever it published is in the store.
+        // The holder let go once durable: whatever it published is in the store. Sockets
+        // still joining look again on their own; the joined ones are adopted here.
+        for (const resolve of r.waiting.splice(0)) resolve("gone");
         handOver(r);
       }
     },

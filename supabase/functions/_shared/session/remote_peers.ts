@@ -97,7 +97,17 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
 
   function watch(msg: Extract<BusMessage, { kind: "watch" }>): void {
     const session = sessions.get(msg.session);
-    if (!session || session.closed) return;
+    if (!session || session.closed) {
+      // Said at once, so the relay need not wait to find out it must look elsewhere.
+      return publish(msg.session, {
+        kind: "watching",
+        session: msg.session,
+        from: instance,
+        to: msg.from,
+        starts: {},
+        gone: true,
+      });
+    }
     let bySender = seen.get(session.id);
     if (!bySender) seen.set(session.id, bySender = new Map());
     if (msg.sockets.length === 0) bySender.delete(msg.from);
@@ -111,9 +121,14 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
     const fresh = new Set(msg.fresh);
     const starts: Record<string, number> = {};
     for (const id of msg.sockets) {
-      if (session.peers.has(id)) continue;
+      const known = session.peers.get(id);
+      if (known) {
+        // A `watch` said again (the first answer may have been lost): the same answer.
+        if (known.startsAt !== undefined) starts[id] = known.startsAt;
+        continue;
+      }
       const peer = remotePeer(session, id, msg.from);
-      starts[id] = deps.joined(session, peer, fresh.has(id));
+      starts[id] = peer.startsAt = deps.joined(session, peer, fresh.has(id));
     }
     // The answer is also the relay's sign that the holder lives.
     publish(session.id, {

@@ -82,7 +82,10 @@ export async function collectReplay(session: Session, lastSeq: number): Promise<
   }
   const frames: StoredFrame[] = [];
   let last = lastSeq;
-  while (last < session.seq) {
+  // Only what the session's sockets have been sent: a frame still waiting to be durable
+  // (and what follows it) reaches a resumed socket once it is, never before.
+  const upTo = () => session.sentSeq;
+  while (last < upTo()) {
     const r = await session.store.framesAfter(session.id, last);
     if (session.closed) {
       return { ok: false, code: "not_found", message: "The session ended while resuming" };
@@ -99,14 +102,14 @@ export async function collectReplay(session: Session, lastSeq: number): Promise<
       };
     }
     for (const f of r.frames) {
-      if (f.seq === last + 1) {
+      if (f.seq === last + 1 && f.seq <= upTo()) {
         frames.push(f);
         last = f.seq;
       }
     }
     if (r.frames.length === 0) break;
   }
-  if (last < session.seq) {
+  if (last < upTo()) {
     return {
       ok: false,
       code: "resume_gap",

@@ -81,6 +81,8 @@ export interface Peer {
    * and follow the replay ({@linkcode Session.release}), so none falls between.
    */
   held?: { seq: number; json: string }[];
+  /** A remote socket that joined fresh: the seq its frames begin after (told to its relay). */
+  startsAt?: number;
 }
 
 /** A frame emitted and not yet sent, because a frame before it is not yet durable. */
@@ -91,13 +93,15 @@ interface Outgoing {
 }
 
 /**
- * Whether a frame starts or ends a query: such frames are sent only once
- * durable (with a durable store), so that no process can leave a query the
- * client saw start without an end, nor end one twice.
+ * Whether a frame starts or ends a query, or starts a session: such frames
+ * are sent only once durable (with a durable store), so that no process can
+ * leave a query the client saw start without an end, nor end one twice, and
+ * a session a client has heard of can be resumed anywhere at once.
  */
 function isBoundary(frame: OutgoingFrame): boolean {
   if (frame.type === "response") return frame.done === true;
   if (frame.type === "error") return frame.id !== undefined;
+  if (frame.type === "notification") return frame.event === "connected";
   return frame.type === "status" && (frame.state === "queued" || frame.state === "thinking");
 }
 
@@ -183,6 +187,14 @@ export class Session {
   /** The seq of the last frame emitted. */
   get seq(): number {
     return this.#seq;
+  }
+
+  /**
+   * The seq of the last frame released to the sockets: below {@linkcode seq}
+   * while a frame waits to be durable, with those after it.
+   */
+  get sentSeq(): number {
+    return this.#outbox && this.#outbox.length > 0 ? this.#outbox[0].seq - 1 : this.#seq;
   }
 
   /** The socket attached here last, if any (a plain session has at most one). */

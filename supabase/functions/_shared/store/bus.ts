@@ -85,6 +85,8 @@ export const BusMessage = z.discriminatedUnion("kind", [
     from: z.string(),
     to: z.string(),
     starts: z.record(z.string(), z.number()),
+    /** The session is not held here (any more): look again, and take it if nobody does. */
+    gone: z.boolean().optional(),
   }),
   /** Frames of `session` that just became durable, in seq order (the holder to its relays). */
   z.object({
