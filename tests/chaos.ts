@@ -606,7 +606,11 @@ export class Checker {
           { session: s, query: q },
         );
       }
-    } else if (f.code === "interrupted" && !q.faults.some((e) => e.kind === "kill")) {
+    } else if (
+      f.code === "interrupted" &&
+      // A process cut off from the database looks dead to the others: for them it crashed.
+      !q.faults.some((e) => e.kind === "kill" || e.kind === "partition")
+    ) {
       this.#violation(
         "d:interrupted",
         `query ${q.id} (sent on ${q.process}) ended interrupted with no crash of its process; ` +
@@ -660,7 +664,12 @@ export class Checker {
       } else if (q.lost) count("lost");
       else if (!q.accepted) {
         const openFor = (q.socket.goneAt ?? now) - q.sentAt;
-        if (openFor < 2000) count("unacked");
+        // A query's first frame is sent once written: while the database is away, it waits
+        // until the store gives up on it (about 10 s).
+        const patience = q.faults.some((e) => e.kind === "db_cut" || e.kind === "partition")
+          ? 12_000
+          : 2000;
+        if (openFor < patience) count("unacked");
         else {
           count("hanging");
           this.#violation(
