@@ -101,7 +101,8 @@ async function waitForAnswer(page: Page, n: number, state: string, ms = 10_000) 
     (n, state) =>
       document.querySelectorAll('[data-role="answer"]')[n - 1]?.dataset.state ===
         state,
-    { timeout: ms },
+    // Polled on a timer: a background tab (the other of two) gets no animation frames.
+    { timeout: ms, polling: 50 },
     n,
     state,
   );
@@ -109,8 +110,33 @@ async function waitForAnswer(page: Page, n: number, state: string, ms = 10_000) 
 }
 
 async function typeAndSend(page: Page, text: string) {
+  // Typing goes to the tab in front (a background tab takes no input).
+  await page.bringToFront();
   await page.type('[data-role="prompt"]', text);
   await page.click('[data-role="send"]');
+}
+
+/** Debian's Chromium, headless, with its own profile directory. */
+function launch(profile: string) {
+  return puppeteer.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      // Two tabs at once: the one in the background must not be throttled or frozen.
+      "--disable-background-timer-throttling",
+      "--disable-renderer-backgrounding",
+      "--disable-backgrounding-occluded-windows",
+      `--user-data-dir=${profile}`,
+    ],
+  });
 }
 
 const waitForState = (page: Page, state: string, ms = 15_000) =>
@@ -132,21 +158,7 @@ Deno.test({
     });
     let server: RunningServer = stack.server;
     const profile = await Deno.makeTempDir({ prefix: "page_test_chromium_" });
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: [
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        `--user-data-dir=${profile}`,
-      ],
-    });
+    const browser = await launch(profile);
     try {
       const page = await browser.newPage();
       const pageErrors: string[] = [];
@@ -279,6 +291,50 @@ Deno.test({
       await Deno.remove(profile, { recursive: true });
       await server.shutdown("test_done");
       await stack.sim.close();
+    }
+  },
+});
+
+Deno.test({
+  name: hasChromium
+    ? "page in Chromium: two tabs on one conversation; what one asks, the other sees asked and answered"
+    : `page in Chromium: SKIPPED, ${CHROMIUM} is missing (apt-get install -y chromium)`,
+  ignore: !hasChromium,
+  async fn() {
+    const stack = await startStack({}, { tokenDelayMs: 15 });
+    const profile = await Deno.makeTempDir({ prefix: "page_test_chromium_" });
+    const browser = await launch(profile);
+    try {
+      const url = `${stack.server.url}/?conversation=shared-room`;
+      const [a, b] = [await browser.newPage(), await browser.newPage()];
+      const errors: string[] = [];
+      for (const p of [a, b]) {
+        p.on("pageerror", (e) => errors.push(String(e)));
+        await p.goto(url);
+        await waitForState(p, "open");
+      }
+      const question = "What do both tabs see?";
+      await typeAndSend(a, question);
+      const mine = await waitForAnswer(a, 1, "done");
+      const seen = await waitForAnswer(b, 1, "done");
+      assertEquals(mine.text, defaultReply(question).join(""));
+      assertEquals(seen.text, mine.text);
+      assertEquals(
+        await b.$eval(
+          '[data-role="their-question"]',
+          (e) => (e as unknown as PageElement).textContent,
+        ),
+        question,
+      );
+      // And the other way round: the second tab asks, the first sees it.
+      await typeAndSend(b, "And now from the other tab");
+      const back = await waitForAnswer(a, 2, "done");
+      assertEquals(back.text, defaultReply("And now from the other tab").join(""));
+      assertEquals(errors, []);
+    } finally {
+      await browser.close();
+      await Deno.remove(profile, { recursive: true });
+      await stack.close();
     }
   },
 });

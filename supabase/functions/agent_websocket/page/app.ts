@@ -198,12 +198,22 @@ function connect() {
       else if (f.event === "session_timeout") setStatus("Session closed after inactivity");
     }),
   );
-  c.on("status", mine((f) => answers.get(f.id)?.status(f)));
+  c.on(
+    "status",
+    mine((f) => {
+      // Another tab or device of the conversation asked: its question and answer show here too.
+      if (!answers.has(f.id) && !c.isOwnQuery(f.id) && typeof f.question === "string") {
+        showTheirs(f.id, f.question, () => c.cancel(f.id));
+      }
+      answers.get(f.id)?.status(f);
+    }),
+  );
   c.on(
     "frame",
     mine((f) => {
       if (f.type === "tool_call") answers.get(f.id)?.toolCall(f);
       else if (f.type === "tool_result") answers.get(f.id)?.toolResult(f);
+      else if (typeof f.id === "string" && theirs.has(f.id)) theirFrame(f);
     }),
   );
   c.on(
@@ -222,7 +232,10 @@ function connect() {
 // ---------------------------------------------------------------------------------------------
 // Answers
 
-/** One answer on screen, fed by its `AskHandle` and the frames that carry its id. */
+/** What an answer on screen needs of its query: its id, and a way to stop it. */
+type Asked = { readonly id: string; cancel(): Promise<unknown> };
+
+/** One answer on screen, fed by its `AskHandle` (or, for another tab's, by frames) and the frames that carry its id. */
 class AnswerView {
   /** The whole message: tool calls, the answer, and its status line. */
   readonly el: HTMLElement;
@@ -232,7 +245,7 @@ class AnswerView {
   readonly #meta = h("div", { class: "meta" }, "sending…");
   readonly #toolViews = new Map<string, HTMLElement>();
 
-  constructor(readonly handle: AskHandle) {
+  constructor(readonly handle: Asked) {
     this.#answer = h("div", {
       class: "bubble",
       "data-role": "answer",
@@ -309,7 +322,12 @@ class AnswerView {
     card.append(h("pre", {}, body.length > 4000 ? `${body.slice(0, 4000)}…` : body));
   }
 
-  finish(r: Awaited<AskHandle["response"]>) {
+  finish(
+    r: Pick<
+      Awaited<AskHandle["response"]>,
+      "finish_reason" | "content" | "model" | "timing" | "usage"
+    >,
+  ) {
     const cancelled = r.finish_reason === "cancelled";
     this.#answer.dataset.state = cancelled ? "cancelled" : "done";
     this.#answer.dataset.finishReason = r.finish_reason ?? "";
@@ -337,6 +355,44 @@ class AnswerView {
 }
 
 const answers = new Map<string, AnswerView>();
+/** Answers to what other sockets of the conversation asked, fed by their frames. */
+const theirs = new Set<string>();
+
+/** Shows a question another tab or device asked, and the answer to it as it streams. */
+function showTheirs(id: string, question: string, cancel: () => Promise<unknown>) {
+  const scroll = stickToBottom();
+  ui.hint.hidden = true;
+  ui.log.append(
+    h(
+      "article",
+      { class: "msg user theirs", "data-role": "their-question" },
+      h("div", { class: "bubble" }, question),
+    ),
+  );
+  const view = new AnswerView({ id, cancel });
+  answers.set(id, view);
+  theirs.add(id);
+  ui.log.append(view.el);
+  scroll();
+  updateCancel();
+}
+
+/** A frame of another socket's query: its text grows, then it ends. */
+function theirFrame(f: ServerFrame) {
+  const view = f.id === undefined ? undefined : answers.get(f.id);
+  if (!view) return;
+  const keep = stickToBottom();
+  if (f.type === "response" && !f.done && typeof f.delta === "string") view.append(f.delta);
+  else if (f.type === "response" && f.done) view.finish(f as Parameters<AnswerView["finish"]>[0]);
+  else if (f.type === "error") {
+    view.fail(new AgentError(f.code, f.message, { retryable: f.retryable, id: f.id }));
+  }
+  if ((f.type === "response" && f.done) || f.type === "error") {
+    theirs.delete(f.id!);
+    updateCancel();
+  }
+  keep();
+}
 
 function stickToBottom(): () => void {
   const s = ui.scroller;
@@ -355,18 +411,19 @@ async function ask(content: string) {
   const scroll = stickToBottom();
   ui.hint.hidden = true;
   ui.log.append(h("article", { class: "msg user" }, h("div", { class: "bubble" }, content)));
-  const view = new AnswerView(client.ask(content));
-  answers.set(view.handle.id, view);
+  const handle = client.ask(content);
+  const view = new AnswerView(handle);
+  answers.set(handle.id, view);
   ui.log.append(view.el);
   scroll();
   updateCancel();
   try {
-    for await (const delta of view.handle.deltas) {
+    for await (const delta of handle.deltas) {
       const keep = stickToBottom();
       view.append(delta);
       keep();
     }
-    view.finish(await view.handle.response);
+    view.finish(await handle.response);
   } catch (err) {
     view.fail(err);
     setStatus(err instanceof Error ? err.message : String(err));

@@ -1871,10 +1871,16 @@ function connect() {
     } else if (f.event === "shutdown") setStatus("The server is restarting\u2026");
     else if (f.event === "session_timeout") setStatus("Session closed after inactivity");
   }));
-  c.on("status", mine((f) => answers.get(f.id)?.status(f)));
+  c.on("status", mine((f) => {
+    if (!answers.has(f.id) && !c.isOwnQuery(f.id) && typeof f.question === "string") {
+      showTheirs(f.id, f.question, () => c.cancel(f.id));
+    }
+    answers.get(f.id)?.status(f);
+  }));
   c.on("frame", mine((f) => {
     if (f.type === "tool_call") answers.get(f.id)?.toolCall(f);
     else if (f.type === "tool_result") answers.get(f.id)?.toolResult(f);
+    else if (typeof f.id === "string" && theirs.has(f.id)) theirFrame(f);
   }));
   c.on("error", mine((err) => {
     if (err.id === void 0 || !answers.has(err.id)) setStatus(`${err.code}: ${err.message}`);
@@ -2014,6 +2020,44 @@ var AnswerView = class {
   }
 };
 var answers = /* @__PURE__ */ new Map();
+var theirs = /* @__PURE__ */ new Set();
+function showTheirs(id, question, cancel) {
+  const scroll = stickToBottom();
+  ui.hint.hidden = true;
+  ui.log.append(h("article", {
+    class: "msg user theirs",
+    "data-role": "their-question"
+  }, h("div", {
+    class: "bubble"
+  }, question)));
+  const view = new AnswerView({
+    id,
+    cancel
+  });
+  answers.set(id, view);
+  theirs.add(id);
+  ui.log.append(view.el);
+  scroll();
+  updateCancel();
+}
+function theirFrame(f) {
+  const view = f.id === void 0 ? void 0 : answers.get(f.id);
+  if (!view) return;
+  const keep = stickToBottom();
+  if (f.type === "response" && !f.done && typeof f.delta === "string") view.append(f.delta);
+  else if (f.type === "response" && f.done) view.finish(f);
+  else if (f.type === "error") {
+    view.fail(new AgentError(f.code, f.message, {
+      retryable: f.retryable,
+      id: f.id
+    }));
+  }
+  if (f.type === "response" && f.done || f.type === "error") {
+    theirs.delete(f.id);
+    updateCancel();
+  }
+  keep();
+}
 function stickToBottom() {
   const s = ui.scroller;
   const atBottom = s.scrollHeight - s.scrollTop - s.clientHeight < 40;
@@ -2035,18 +2079,19 @@ async function ask(content) {
   }, h("div", {
     class: "bubble"
   }, content)));
-  const view = new AnswerView(client.ask(content));
-  answers.set(view.handle.id, view);
+  const handle = client.ask(content);
+  const view = new AnswerView(handle);
+  answers.set(handle.id, view);
   ui.log.append(view.el);
   scroll();
   updateCancel();
   try {
-    for await (const delta of view.handle.deltas) {
+    for await (const delta of handle.deltas) {
       const keep = stickToBottom();
       view.append(delta);
       keep();
     }
-    view.finish(await view.handle.response);
+    view.finish(await handle.response);
   } catch (err) {
     view.fail(err);
     setStatus(err instanceof Error ? err.message : String(err));
