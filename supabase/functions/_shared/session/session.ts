@@ -281,7 +281,9 @@ export class Session {
     const out: Outgoing = { seq, json, ready: !boundary };
     (this.#outbox ??= []).push(out);
     if (boundary) {
-      this.store.whenDurable(this.id, seq).then(() => {
+      this.store.whenDurable(this.id, seq).then((sent) => {
+        // Never to be written: neither it nor what follows may be seen from here.
+        if (!sent) return;
         out.ready = true;
         this.#pump();
       });

@@ -145,7 +145,7 @@ export class PostgresStore implements SessionStore {
   onLost?: (sessionId: string) => void;
   onCommitted?: (frames: { session: string; seq: number; json: string }[]) => void;
   /** Callers waiting for a frame to become durable, per session, in seq order. */
-  readonly #durableWaiters = new Map<string, { seq: number; resolve(): void }[]>();
+  readonly #durableWaiters = new Map<string, { seq: number; resolve(sent: boolean): void }[]>();
   readonly #o: PostgresStoreOptions & {
     queryTimeoutMs: number;
     retryBaseMs: number;
@@ -262,9 +262,11 @@ export class PostgresStore implements SessionStore {
     this.#schedule(open !== undefined);
   }
 
-  whenDurable(id: string, seq: number): Promise<void> {
-    // Down (or gone): waiting would hold the answer for as long as the outage lasts.
-    if (this.#state === "down" || this.#closed) return Promise.resolve();
+  whenDurable(id: string, seq: number): Promise<boolean> {
+    // Down: waiting would hold the answer for as long as the outage lasts. Closed: the
+    // process is going; a frame it could not write must not be seen.
+    if (this.#closed) return Promise.resolve(false);
+    if (this.#state === "down") return Promise.resolve(true);
     return new Promise((resolve) => {
       let list = this.#durableWaiters.get(id);
       if (!list) this.#durableWaiters.set(id, list = []);
@@ -272,11 +274,15 @@ export class PostgresStore implements SessionStore {
     });
   }
 
-  /** Lets waiters of a session go, up to a seq (all of them without one). */
-  #settleWaiters(id: string, upTo = Infinity): void {
+  /**
+   * Lets waiters of a session go, up to a seq (all of them without one):
+   * `sent` true when the frames may be sent, false when they never will be
+   * written (the session was let go here).
+   */
+  #settleWaiters(id: string, upTo = Infinity, sent = true): void {
     const list = this.#durableWaiters.get(id);
     if (!list) return;
-    while (list.length > 0 && list[0].seq <= upTo) list.shift()!.resolve();
+    while (list.length > 0 && list[0].seq <= upTo) list.shift()!.resolve(sent);
     if (list.length === 0) this.#durableWaiters.delete(id);
   }
 
@@ -608,7 +614,7 @@ export class PostgresStore implements SessionStore {
     this.#history.delete(id);
     this.#conversations.delete(id);
     this.#buf.discard(id);
-    this.#settleWaiters(id);
+    this.#settleWaiters(id, Infinity, false);
     this.#o.log.info("store_session_lost", { session: id });
     this.onLost?.(id);
   }
@@ -1024,7 +1030,7 @@ export class PostgresStore implements SessionStore {
   }
 
   async release(id: string): Promise<void> {
-    await this.flush().finally(() => this.#settleWaiters(id));
+    await this.flush().finally(() => this.#settleWaiters(id, Infinity, false));
     this.#history.delete(id);
     this.#conversations.delete(id);
     this.#buf.forget(id);
@@ -1041,7 +1047,7 @@ export class PostgresStore implements SessionStore {
     this.#history.delete(id);
     this.#conversations.delete(id);
     this.#buf.delete(id);
-    this.#settleWaiters(id);
+    this.#settleWaiters(id, Infinity, false);
     await this.flush().catch(() => {});
   }
 
@@ -1147,6 +1153,8 @@ export class PostgresStore implements SessionStore {
       ]);
     } finally {
       clearTimeout(timer);
+      // What is still unwritten never will be: none of it may be sent.
+      for (const id of [...this.#durableWaiters.keys()]) this.#settleWaiters(id, Infinity, false);
       await this.#sql.end({ timeout: 1 });
     }
   }

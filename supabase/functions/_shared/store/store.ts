@@ -187,11 +187,12 @@ export interface SessionStore {
    */
   appendFrame(sessionId: string, frame: StoredFrame, open?: string[]): void;
   /**
-   * Resolves once the frame with this seq is durable — or once waiting
-   * longer would be pointless (the store is down, the session was let go).
-   * Only asked of a durable store.
+   * Resolves true once the frame with this seq is durable, or once waiting
+   * longer would hold the stream for an outage (the store is down); false
+   * when it will never be written (the session was let go, the store closed)
+   * and so must not be sent. Only asked of a durable store.
    */
-  whenDurable(sessionId: string, seq: number): Promise<void>;
+  whenDurable(sessionId: string, seq: number): Promise<boolean>;
   /**
    * Set by the runtime; a durable store calls it after each write with the
    * frames that became durable, in order (for the sockets on other processes).
@@ -368,8 +369,8 @@ export class MemoryStore implements SessionStore {
   setSuspended(): void {}
 
   /** Memory is as durable as it gets here, at once. */
-  whenDurable(): Promise<void> {
-    return Promise.resolve();
+  whenDurable(): Promise<boolean> {
+    return Promise.resolve(true);
   }
 
   // --- memory: conversations kept, searched, cleared -------------------------
