@@ -15,6 +15,7 @@
 import type { Logger } from "../platform/log.ts";
 import type { Bus, BusMessage } from "../store/bus.ts";
 import type { SessionRecord, SessionStore } from "../store/store.ts";
+import { CLOSE } from "../protocol/codes.ts";
 import { closeQuietly, sendSocketFrame } from "./socket.ts";
 import { RELAY_REFRESH_MS } from "./remote_peers.ts";
 
@@ -149,7 +150,7 @@ export function createRelays(deps: RelaysDeps): Relays {
       if (f.seq !== sock.lastSent + 1) return false;
       // A client that stops reading must not grow our memory without bound; it may resume.
       if (sock.ws.bufferedAmount > deps.sendHardLimitBytes) {
-        closeQuietly(sock.ws, 1013, "Client is not reading");
+        closeQuietly(sock.ws, CLOSE.tryAgainLater, "Client is not reading");
         return true;
       }
       sock.lastSent = f.seq;
@@ -212,16 +213,17 @@ export function createRelays(deps: RelaysDeps): Relays {
       if (rec?.instance && rec.instance !== instance) {
         if (relayed.get(r.id) === r) relayed.delete(r.id);
         for (const sock of sockets) {
-          await join(rec, { id: sock.id, ws: sock.ws, lastSeq: sock.lastSent });
+          const followed = await join(rec, { id: sock.id, ws: sock.ws, lastSeq: sock.lastSent });
+          if (!followed) closeQuietly(sock.ws, CLOSE.restart, "Server restart");
         }
         return redeliver();
       }
       if (relayed.get(r.id) === r) relayed.delete(r.id);
-      for (const sock of sockets) closeQuietly(sock.ws, 1012, "Server restart");
+      for (const sock of sockets) closeQuietly(sock.ws, CLOSE.restart, "Server restart");
     } catch (err) {
       if (relayed.get(r.id) === r) relayed.delete(r.id);
       log.error("relay_adopt_failed", { session: r.id, err: String(err) });
-      for (const sock of r.sockets.values()) closeQuietly(sock.ws, 1012, "Server restart");
+      for (const sock of r.sockets.values()) closeQuietly(sock.ws, CLOSE.restart, "Server restart");
     } finally {
       r.adopting = false;
     }
