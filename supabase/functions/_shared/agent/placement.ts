@@ -11,7 +11,7 @@
 import type { Config } from "../platform/config.ts";
 import type { Logger } from "../platform/log.ts";
 import type { UserLimits } from "../platform/limits.ts";
-import type { SessionStore } from "../store/store.ts";
+import { type SessionStore, StoreError } from "../store/store.ts";
 import type { Bus, BusMessage } from "../store/bus.ts";
 import { CLOSE } from "../protocol/codes.ts";
 import { AgentError, errorFrame } from "../protocol/errors.ts";
@@ -428,11 +428,18 @@ export function createPlacement(deps: PlacementDeps): Placement {
     } else {
       const failed = await enter(conn, conn.resume.sessionId, conn.resume.lastSeq).catch((err) => {
         log.error("resume_failed", { session: conn.resume!.sessionId, err: String(err) });
+        // The database did not answer: the session may well be there. The client keeps its
+        // session id and tries again, instead of starting over.
+        if (err instanceof StoreError && err.retryable) return "unavailable" as const;
         return {
           code: "not_found" as const,
           message: "Unknown session, or its resume window has ended; starting a new session",
         };
       });
+      if (failed === "unavailable") {
+        const why = "The session store did not answer; reconnect to resume";
+        return refuse(conn, new AgentError("internal_error", why, { retryable: true }), log);
+      }
       if (failed === MOVED) redirect(conn, handover.draining ?? "session_moved");
       else if (failed && conn.socket.readyState === WebSocket.OPEN) {
         log.info("resume_refused", { session: conn.resume.sessionId, code: failed.code });
