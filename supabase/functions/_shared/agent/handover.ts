@@ -109,6 +109,8 @@ export function createHandover(deps: HandoverDeps): Handover {
     if (!draining || session.closed || session.turns.waiting > 0) return;
     const turn = session.turns.inFlight;
     if (turn && !(store.durable && turn.waitingForPeople)) return;
+    // An answer's last frame may still wait to be written: it goes out first.
+    if (session.sentSeq < session.seq) return void session.whenSent().then(() => settle(session));
     handOver(session, draining, "This server is handing over; reconnect");
   }
 

@@ -149,6 +149,8 @@ export class Session {
   #seq = 0;
   /** Frames waiting behind one that is not yet durable; null nearly always (memory is per session). */
   #outbox: Outgoing[] | null = null;
+  /** Called once the outbox is empty again. */
+  #whenSent: (() => void)[] = [];
   /** Called when a socket is attached or detached (for presence). */
   onPeersChanged?: (joined: Peer | null, left: Peer | null) => void;
 
@@ -298,7 +300,20 @@ export class Session {
       const out = outbox.shift()!;
       if (!this.closed) this.#send(out.seq, out.json);
     }
-    if (outbox?.length === 0 && this.#outbox === outbox) this.#outbox = null;
+    if (outbox?.length === 0 && this.#outbox === outbox) {
+      this.#outbox = null;
+      for (const fn of this.#whenSent.splice(0)) fn();
+    }
+  }
+
+  /**
+   * Resolves once every frame emitted so far has been sent (none waits to be
+   * durable): a session is handed over only then, so its sockets see the end
+   * of an answer before the goodbye.
+   */
+  whenSent(): Promise<void> {
+    if (this.#outbox === null || this.closed) return Promise.resolve();
+    return new Promise((resolve) => this.#whenSent.push(resolve));
   }
 
   /** Sends a stamped frame to every socket here that has not had it. */
@@ -366,5 +381,6 @@ export class Session {
     this.turns.stop(why);
     this.closed = true;
     this.#outbox = null;
+    for (const fn of this.#whenSent.splice(0)) fn();
   }
 }
