@@ -34,3 +34,7 @@ $$;
 
 -- The name of a conversation (`?conversation=`); null for a plain session.
 alter table agent_websocket.sessions add column if not exists conversation text;
+
+-- Counts the claims of a session: a process letting go names the claim it lets go of,
+-- so a release held up while the database was away cannot undo a later claim.
+alter table agent_websocket.sessions add column if not exists claims bigint not null default 0;

@@ -171,6 +171,8 @@ export class PostgresStore implements SessionStore {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** Whether the pending flush timer is the immediate one. */
   #urgent = false;
+  /** How many times each session held here had been claimed when this process claimed it. */
+  #claims = new Map<string, number>();
   #closed = false;
 
   #state: StoreState = "ok";
@@ -612,6 +614,7 @@ export class PostgresStore implements SessionStore {
    */
   #lost(id: string): void {
     this.#history.delete(id);
+    this.#claims.delete(id);
     this.#conversations.delete(id);
     this.#buf.discard(id);
     this.#settleWaiters(id, Infinity, false);
@@ -800,7 +803,7 @@ export class PostgresStore implements SessionStore {
       // Every column this version reads or writes: an older schema fails here.
       await sql`
         select id, owner, last_seq, history, open_queries, instance, heartbeat_at,
-          expires_at, updated_at, suspended, conversation
+          expires_at, updated_at, suspended, conversation, claims
         from agent_websocket.sessions limit 0`;
       await sql`select session_id, seq, frame from agent_websocket.frames limit 0`;
       await sql`
@@ -1003,13 +1006,14 @@ export class PostgresStore implements SessionStore {
     const [row] = await this.#query((sql) =>
       sql`
         update agent_websocket.sessions
-        set instance = ${this.#o.instance}, heartbeat_at = now(),
+        set instance = ${this.#o.instance}, heartbeat_at = now(), claims = claims + 1,
           expires_at = ${this.#expiresAt(sql)}
         where id = ${id} and expires_at > now()
           and (${from === undefined} or instance is null or instance = ${from ?? null})
-        returning id, owner, last_seq, open_queries, instance, suspended, conversation,
+        returning id, owner, last_seq, open_queries, instance, suspended, conversation, claims,
           true as alive`
     );
+    if (row) this.#claims.set(id, Number(row.claims));
     return row ? this.#record(row as never) : null;
   }
 
@@ -1026,10 +1030,15 @@ export class PostgresStore implements SessionStore {
     if (rows.length === 0) return false;
     this.#history.set(id, []);
     this.#conversations.set(id, conversation);
+    this.#claims.set(id, 0);
     return true;
   }
 
   async release(id: string): Promise<void> {
+    // Which hold this lets go of: a release held up (the database was away) must not
+    // undo a later claim of the same session by this same process.
+    const claim = this.#claims.get(id);
+    this.#claims.delete(id);
     await this.flush().finally(() => this.#settleWaiters(id, Infinity, false));
     this.#history.delete(id);
     this.#conversations.delete(id);
@@ -1038,13 +1047,15 @@ export class PostgresStore implements SessionStore {
       sql`
         update agent_websocket.sessions
         set instance = null, expires_at = ${releasedExpiry(sql, this.#o.conversationRetentionMs)}
-        where id = ${id} and instance = ${this.#o.instance}`
+        where id = ${id} and instance = ${this.#o.instance}
+          and (${claim === undefined} or claims = ${claim ?? 0})`
     );
   }
 
   /** Forgets the session here at once; its deletion is written now, or retried with the rest. */
   async delete(id: string): Promise<void> {
     this.#history.delete(id);
+    this.#claims.delete(id);
     this.#conversations.delete(id);
     this.#buf.delete(id);
     this.#settleWaiters(id, Infinity, false);
