@@ -13,7 +13,7 @@ import { AgentError, errorFrame } from "../protocol/errors.ts";
 import type { Peer, Session } from "../session/session.ts";
 import { parseLastSeq, parseResumeRequest, type ResumeRequest } from "../session/resume.ts";
 import { parseConversation } from "../session/conversation.ts";
-import { closeQuietly, sendSocketFrame } from "../session/socket.ts";
+import { closeQuietly, sendSocketFrame, shutdownFrame } from "../session/socket.ts";
 import type { AgentUser } from "./definition.ts";
 
 /** One socket's view: the session it speaks for once that is known. */
@@ -138,13 +138,7 @@ export function refuse(conn: Connection, err: unknown, log: Logger): void {
  * ```
  */
 export function redirect(conn: Connection, reason: string): void {
-  sendSocketFrame(conn.socket, {
-    type: "notification",
-    event: "shutdown",
-    content: "This server is handing over; reconnect",
-    reason,
-    reconnect: true,
-  });
+  sendSocketFrame(conn.socket, shutdownFrame("This server is handing over; reconnect", reason));
   closeQuietly(conn.socket, CLOSE.restart, "Server restart");
 }
 

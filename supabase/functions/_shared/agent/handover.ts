@@ -16,6 +16,7 @@ import { CLOSE } from "../protocol/codes.ts";
 import type { Peer, Session } from "../session/session.ts";
 import type { SessionRegistry, SweepReason } from "../session/registry.ts";
 import { presence } from "../session/peers.ts";
+import { shutdownFrame } from "../session/socket.ts";
 
 /** What the handover needs. */
 export interface HandoverDeps {
@@ -84,13 +85,7 @@ export function createHandover(deps: HandoverDeps): Handover {
     end(session, session.conversation === null ? "closed" : "released");
 
   function handOver(session: Session, reason: string, content: string): void {
-    const goodbye = {
-      type: "notification" as const,
-      event: "shutdown",
-      content,
-      reason,
-      reconnect: true,
-    };
+    const goodbye = shutdownFrame(content, reason);
     const local = [...session.peers.values()].filter((p) => p.ws);
     if (session.conversation === null) {
       if (local.length > 0) session.emit(goodbye);
@@ -178,13 +173,10 @@ export function createHandover(deps: HandoverDeps): Handover {
         for (const peer of [...session.peers.values()]) {
           if (!peer.ws || now - (peer.attachedAt ?? now) <= config.maxConnectionAgeMs) continue;
           log.info("connection_max_age", { session: session.id, socket: peer.id });
-          session.emit({
-            type: "notification",
-            event: "shutdown",
-            content: "Connection reached its maximum age; reconnect",
-            reason: "max_connection_age",
-            reconnect: true,
-          }, peer);
+          session.emit(
+            shutdownFrame("Connection reached its maximum age; reconnect", "max_connection_age"),
+            peer,
+          );
           peer.close(CLOSE.restart, "Maximum connection age");
         }
       }

@@ -21,10 +21,10 @@ import type { SessionBounds } from "../session/bounds.ts";
 import type { Takeover } from "../session/takeover.ts";
 import { collectReplay } from "../session/resume.ts";
 import { conversationSessionId } from "../session/conversation.ts";
-import { keepNewest, localPeer, presence, takenOverFrame } from "../session/peers.ts";
+import { keepNewest, localPeer, presence } from "../session/peers.ts";
 import { createRemotePeers } from "../session/remote_peers.ts";
 import { createRelays, type RelaySocket } from "../session/relay.ts";
-import { closeQuietly, sendSocketFrame } from "../session/socket.ts";
+import { closeQuietly, sendSocketFrame, shutdownFrame, takenOverFrame } from "../session/socket.ts";
 import { type Connection, redirect, refuse } from "./connection.ts";
 import type { Handover } from "./handover.ts";
 import type { Router } from "./router.ts";
@@ -144,15 +144,11 @@ export function createPlacement(deps: PlacementDeps): Placement {
         peer.close(CLOSE.takenOver, "Session taken over", takenOverFrame(id));
       } else {
         // Its sockets rejoin through whichever process holds it now.
-        peer.close(CLOSE.restart, "Server restart", {
-          type: "notification",
-          event: "shutdown",
-          content: "This conversation moved to another server; reconnect",
-          reason: "session_moved",
-          reconnect: true,
-          seq: 0,
-          timestamp: new Date().toISOString(),
-        });
+        peer.close(
+          CLOSE.restart,
+          "Server restart",
+          shutdownFrame("This conversation moved to another server; reconnect", "session_moved"),
+        );
       }
     }
     handover.end(session, "released", false);
@@ -220,8 +216,6 @@ export function createPlacement(deps: PlacementDeps): Placement {
       last_seq: lastSeq,
       replayed,
       resume_window_ms: config.resumeWindowMs,
-      seq: 0,
-      timestamp: new Date().toISOString(),
     };
   }
 
@@ -510,15 +504,7 @@ export function createPlacement(deps: PlacementDeps): Placement {
 
     closeRelays(reason) {
       relays?.closeAll(
-        {
-          type: "notification",
-          event: "shutdown",
-          content: "The server is restarting; reconnect",
-          reason,
-          reconnect: true,
-          seq: 0,
-          timestamp: new Date().toISOString(),
-        },
+        shutdownFrame("The server is restarting; reconnect", reason),
         CLOSE.restart,
         "Server restart",
       );

@@ -7,7 +7,7 @@
  */
 import { CLOSE } from "../protocol/codes.ts";
 import type { Peer, Session } from "./session.ts";
-import { closeQuietly, sendSocketFrame } from "./socket.ts";
+import { closeQuietly, sendSocketFrame, takenOverFrame } from "./socket.ts";
 
 /**
  * A socket attached to a session in this process.
@@ -29,26 +29,6 @@ export function localPeer(ws: WebSocket, id: string, sentUpTo: number): Peer {
       if (say) sendSocketFrame(ws, say);
       closeQuietly(ws, code, reason);
     },
-  };
-}
-
-/**
- * The frame a socket gets when another connection takes its (plain) session.
- *
- * @example
- * ```ts
- * import { takenOverFrame } from "./peers.ts";
- * takenOverFrame("6f0e…").event; // "session_taken_over"
- * ```
- */
-export function takenOverFrame(sessionId: string): Record<string, unknown> {
-  return {
-    type: "notification",
-    event: "session_taken_over",
-    content: "Another connection resumed this session",
-    session_id: sessionId,
-    seq: 0,
-    timestamp: new Date().toISOString(),
   };
 }
 

@@ -151,8 +151,6 @@ export class Session {
   #outbox: Outgoing[] | null = null;
   /** Called once the outbox is empty again. */
   #whenSent: (() => void)[] = [];
-  /** Called when a socket is attached or detached (for presence). */
-  onPeersChanged?: (joined: Peer | null, left: Peer | null) => void;
 
   readonly owner: string | null;
   readonly upstreamUser?: string;
@@ -238,21 +236,15 @@ export class Session {
     this.attachedAt = Date.now();
     this.lastActivity = Date.now();
     this.detachedAt = null;
-    this.onPeersChanged?.(peer, null);
   }
 
   /** Unbinds a socket; once none is left, frames keep going to the replay log for a resume. */
   detach(peerId?: string): void {
-    const peer = peerId === undefined ? undefined : this.peers.get(peerId);
-    if (peer) this.peers.delete(peer.id);
-    if (this.peers.size > 0 || this.detachedAt !== null) {
-      if (peer) this.onPeersChanged?.(null, peer);
-      return;
-    }
+    if (peerId !== undefined) this.peers.delete(peerId);
+    if (this.peers.size > 0 || this.detachedAt !== null) return;
     this.detachedAt = Date.now();
     // A full write buffer drops the frames of detached sessions first.
     this.store.setAttached(this.id, false);
-    if (peer) this.onPeersChanged?.(null, peer);
   }
 
   /**

@@ -1,10 +1,11 @@
 /**
  * The few things done to a bare socket, outside any session's sequence:
- * frames that belong to one socket (`seq: 0`, never replayed) and quiet closes.
+ * frames that belong to one socket (`seq: 0`, never replayed), the notices a
+ * socket gets before it is let go (`shutdown`, `session_taken_over`), and
+ * quiet closes.
  *
  * @module
  */
-import { CLOSE } from "../protocol/codes.ts";
 
 /**
  * Sends a frame that belongs to this socket, not to the session's sequence
@@ -45,24 +46,36 @@ export function closeQuietly(socket: WebSocket | null, code: number, reason: str
 }
 
 /**
- * Tells a socket that another connection took its session, and closes it 4002.
+ * What a socket is told when another connection takes its (plain) session;
+ * it is closed 4002 after.
  *
  * @example
  * ```ts
- * import { sayTakenOver } from "./socket.ts";
- * export function handOver(previous: WebSocket) {
- *   sayTakenOver(previous, "4f1c…");
- * }
+ * import { takenOverFrame } from "./socket.ts";
+ * takenOverFrame("4f1c…").event; // "session_taken_over"
  * ```
  */
-export function sayTakenOver(socket: WebSocket, sessionId: string): void {
-  sendSocketFrame(socket, {
-    type: "notification",
+export function takenOverFrame(sessionId: string) {
+  return {
+    type: "notification" as const,
     event: "session_taken_over",
     content: "Another connection resumed this session",
     session_id: sessionId,
-  });
-  closeQuietly(socket, CLOSE.takenOver, "Session taken over");
+  };
+}
+
+/**
+ * `shutdown`: this server lets the socket go and asks it to reconnect (and
+ * resume) — it is closed 1012 after.
+ *
+ * @example
+ * ```ts
+ * import { shutdownFrame } from "./socket.ts";
+ * shutdownFrame("The server is restarting; reconnect", "sigterm").reconnect; // true
+ * ```
+ */
+export function shutdownFrame(content: string, reason: string) {
+  return { type: "notification" as const, event: "shutdown", content, reason, reconnect: true };
 }
 
 /**
