@@ -6,8 +6,8 @@ import { AgentClient, type ServerFrame } from "../client/mod.ts";
 import { startSimulator } from "../dev/openrouter_simulator.ts";
 import { assert, assertEquals } from "./assert.ts";
 import { DATABASE_URL, dbAvailable } from "./db.ts";
-import { deadline, eventually, startStack, TEST_API_KEY } from "./helpers.ts";
-import { startServerProcess } from "./process.ts";
+import { deadline, eventually, startStack } from "./helpers.ts";
+import { durableEnv, startServerProcess } from "./process.ts";
 import { startTcpProxy } from "./tcp_proxy.ts";
 
 const FAST = {
@@ -251,16 +251,7 @@ Deno.test({
   ignore: !dbAvailable,
   async fn() {
     const sim = startSimulator({ tokenDelayMs: 2 });
-    const env = {
-      OPENROUTER_API_KEY: TEST_API_KEY,
-      OPENROUTER_BASE_URL: sim.url,
-      SESSION_STORE: "postgres",
-      DATABASE_URL,
-      RESUME_WINDOW_SECONDS: "30",
-      SWEEP_INTERVAL_SECONDS: "0.2",
-      FRAME_FLUSH_MS: "10",
-      RATE_LIMIT_BURST: "100",
-    };
+    const env = durableEnv(sim.url);
     const a = await startServerProcess(env);
     const b = await startServerProcess(env);
     // The wandering client's URL leads to whichever process the "load balancer" picks now.
