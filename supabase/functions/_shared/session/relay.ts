@@ -13,7 +13,7 @@
  * @module
  */
 import type { Logger } from "../platform/log.ts";
-import type { Bus, BusMessage } from "../store/bus.ts";
+import { type Bus, type BusMessage, orderedPublisher } from "../store/bus.ts";
 import type { SessionRecord, SessionStore } from "../store/store.ts";
 import { CLOSE } from "../protocol/codes.ts";
 import { closeQuietly, sendSocketFrame } from "./socket.ts";
@@ -49,8 +49,6 @@ interface Relayed {
   fresh: Set<string>;
   /** Answers awaited for `watch`: where fresh sockets start, or "gone" (not held there). */
   waiting: ((answer: Record<string, number> | "gone") => void)[];
-  /** Client frames go out in the order they came. */
-  chain: Promise<void>;
   /** Set while the session is being adopted here. */
   adopting: boolean;
   /** Joins in progress: an adoption waits for them, so no socket gets its replay twice. */
@@ -123,18 +121,16 @@ export function createRelays(deps: RelaysDeps): Relays {
   const relayed = new Map<string, Relayed>();
   let timer: ReturnType<typeof setInterval> | undefined;
 
-  function publish(r: Relayed, msg: BusMessage): Promise<void> {
-    const run = r.chain.then(() => bus.publish(msg, { large: "reference" }));
-    r.chain = run.catch((err) =>
-      log.warn("relay_publish_failed", { session: r.id, err: String(err) })
-    );
-    return run;
-  }
+  /** Client frames go to the holder in the order they came. */
+  const publish = orderedPublisher(
+    bus,
+    (err, msg) => log.warn("relay_publish_failed", { session: msg.session, err: String(err) }),
+  );
 
   function sayWatch(r: Relayed): Promise<void> {
     // Fresh sockets stay fresh until the holder answered for them: a lost `watch` is said again.
     const fresh = [...r.fresh];
-    return publish(r, {
+    return publish({
       kind: "watch",
       session: r.id,
       from: instance,
@@ -270,7 +266,6 @@ export function createRelays(deps: RelaysDeps): Relays {
         heardAt: Date.now(),
         fresh: new Set(),
         waiting: [],
-        chain: Promise.resolve(),
         adopting: false,
         joins: new Set(),
         bounced: [],
@@ -339,7 +334,7 @@ export function createRelays(deps: RelaysDeps): Relays {
       const r = relayed.get(sessionId);
       if (!r || !r.sockets.has(socketId)) return;
       if (r.adopting) return void r.bounced.push({ socket: socketId, data });
-      publish(r, {
+      publish({
         kind: "client",
         session: sessionId,
         from: instance,

@@ -10,7 +10,7 @@
  * @module
  */
 import type { Logger } from "../platform/log.ts";
-import type { Bus, BusMessage } from "../store/bus.ts";
+import { type Bus, type BusMessage, orderedPublisher } from "../store/bus.ts";
 import type { SessionRegistry } from "./registry.ts";
 import type { Peer, Session } from "./session.ts";
 
@@ -63,16 +63,11 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
   const { log, bus, sessions, instance } = deps;
   /** When each relay last said `watch`, per session and process. */
   const seen = new Map<string, Map<string, number>>();
-  /** Publishes in order per session: a later batch never overtakes an earlier one. */
-  const chains = new Map<string, Promise<void>>();
-
-  function publish(session: string, msg: BusMessage): void {
-    const run = (chains.get(session) ?? Promise.resolve())
-      .then(() => bus.publish(msg, { large: "reference" }))
-      .catch((err) => log.warn("relay_publish_failed", { session, err: String(err) }));
-    chains.set(session, run);
-    run.finally(() => chains.get(session) === run && chains.delete(session));
-  }
+  /** In order per session: a later batch of frames never overtakes an earlier one. */
+  const publish = orderedPublisher(
+    bus,
+    (err, msg) => log.warn("relay_publish_failed", { session: msg.session, err: String(err) }),
+  );
 
   function remotePeer(session: Session, id: string, from: string): Peer {
     return {
@@ -81,7 +76,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
       instance: from,
       sentUpTo: session.seq,
       close(code, reason, say) {
-        publish(session.id, {
+        publish({
           kind: "close",
           session: session.id,
           from: instance,
@@ -99,7 +94,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
     const session = sessions.get(msg.session);
     if (!session || session.closed) {
       // Said at once, so the relay need not wait to find out it must look elsewhere.
-      return publish(msg.session, {
+      return void publish({
         kind: "watching",
         session: msg.session,
         from: instance,
@@ -131,7 +126,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
       starts[id] = peer.startsAt = deps.joined(session, peer, fresh.has(id));
     }
     // The answer is also the relay's sign that the holder lives.
-    publish(session.id, {
+    publish({
       kind: "watching",
       session: session.id,
       from: instance,
@@ -151,7 +146,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
           deps.received(session, peer, msg.data);
         } else if (!session || session.closed) {
           // Let go of meanwhile: the relay gives it to whoever holds the session now.
-          publish(msg.session, {
+          publish({
             kind: "bounce",
             session: msg.session,
             from: instance,
@@ -176,7 +171,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
       }
       for (const [id, list] of bySession) {
         for (let i = 0; i < list.length; i += FRAMES_PER_MESSAGE) {
-          publish(id, {
+          publish({
             kind: "frames",
             session: id,
             from: instance,

@@ -160,6 +160,36 @@ export interface Bus {
   ): Promise<void>;
 }
 
+/**
+ * Publishes messages in the order given, per session: one that goes by
+ * reference (a table insert first) is never overtaken by a later, smaller
+ * one. A failure is handed to `onError` and does not stop the ones after it;
+ * the promise returned never rejects.
+ *
+ * @example
+ * ```ts
+ * import { type Bus, orderedPublisher } from "./bus.ts";
+ * export function wire(bus: Bus) {
+ *   const publish = orderedPublisher(bus, (err) => console.warn(err));
+ *   return publish({ kind: "released", session: "s1", from: "me" });
+ * }
+ * ```
+ */
+export function orderedPublisher(
+  bus: Bus,
+  onError: (err: unknown, msg: BusMessage) => void,
+): (msg: BusMessage) => Promise<void> {
+  const chains = new Map<string, Promise<void>>();
+  return (msg) => {
+    const run = (chains.get(msg.session) ?? Promise.resolve())
+      .then(() => bus.publish(msg, { large: "reference" }))
+      .catch((err) => onError(err, msg));
+    chains.set(msg.session, run);
+    run.finally(() => chains.get(msg.session) === run && chains.delete(msg.session));
+    return run;
+  };
+}
+
 /** Payloads stored by reference are deleted after this long (every receiver has read them). */
 export const REFERENCE_TTL_SECONDS = 60;
 
