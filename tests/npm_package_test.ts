@@ -17,6 +17,7 @@ const SCRIPTS = [
   "react_hooks.mjs",
   "react_tools.mjs",
   "react_conversation.mjs",
+  "react_testing.mjs",
 ];
 const REACT = { react19: "19.3.1", react18: "18.3.1" } as const;
 const WS = "8.23.0";

@@ -10,6 +10,7 @@ import { createElement, version } from "react";
 import TestRenderer from "react-test-renderer";
 import WebSocket from "ws";
 import { useAgentChat } from "agent-websocket-client/react";
+import { shown, waitFor } from "./react_testing.mjs";
 
 const consoleError = console.error;
 console.error = (...args) => {
@@ -40,23 +41,6 @@ function Chat() {
       )
     ),
   );
-}
-
-/** The text of every element with `data-role` = role, as a user would read it. */
-function shown(renderer, role) {
-  // React 19 renders concurrently: until the first commit there is no tree to read.
-  if (!renderer.toJSON()) return [];
-  return renderer.root.findAll((n) => n.props["data-role"] === role && typeof n.type === "string")
-    .map((n) => n.children.join(""));
-}
-
-/** Lets React and the socket work until `check` holds, or fails after `ms`. */
-async function waitFor(check, what, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const renderer = TestRenderer.create(createElement(Chat));

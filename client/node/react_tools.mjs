@@ -7,6 +7,7 @@ import { createElement } from "react";
 import TestRenderer from "react-test-renderer";
 import WebSocket from "ws";
 import { useAgentChat } from "agent-websocket-client/react";
+import { shown, waitFor } from "./react_testing.mjs";
 
 const consoleError = console.error;
 console.error = (...args) => {
@@ -46,20 +47,6 @@ function Chat() {
     ),
     createElement("p", { "data-role": "answer" }, answer?.content ?? ""),
   );
-}
-
-function shown(renderer, role) {
-  if (!renderer.toJSON()) return [];
-  return renderer.root.findAll((n) => n.props["data-role"] === role && typeof n.type === "string")
-    .map((n) => n.children.join(""));
-}
-
-async function waitFor(check, what, ms = 8000) {
-  const end = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const renderer = TestRenderer.create(createElement(Chat));
