@@ -164,7 +164,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
         let list = bySession.get(f.session);
         if (!list) {
           const session = sessions.get(f.session);
-          if (!session || session.remoteInstances().size === 0) continue;
+          if (!session?.hasRemotePeers()) continue;
           bySession.set(f.session, list = []);
         }
         list.push({ seq: f.seq, json: f.json });

@@ -222,6 +222,12 @@ export class Session {
     return oldest;
   }
 
+  /** Whether a socket of this session is attached on another process (checked after every write). */
+  hasRemotePeers(): boolean {
+    for (const p of this.peers.values()) if (p.instance) return true;
+    return false;
+  }
+
   /** The processes that relay this session to sockets of theirs. */
   remoteInstances(): Set<string> {
     const out = new Set<string>();
