@@ -395,7 +395,8 @@ export function createPlacement(deps: PlacementDeps): Placement {
     const rec = await store.load(session.id).catch(() => undefined);
     if (!rec || rec.instance === me || session.closed) return !session.closed;
     log.warn("session_held_elsewhere", { session: session.id, holder: rec.instance });
-    store.onLost?.(session.id);
+    // Its unwritten frames here are stale: dropped with it, so no replay from here serves them.
+    store.disown(session.id);
     return false;
   }
 

@@ -608,6 +608,10 @@ export class PostgresStore implements SessionStore {
     return ops;
   }
 
+  disown(id: string): void {
+    this.#lost(id);
+  }
+
   /**
    * Another process claimed the session (or it expired and was deleted) while
    * this one still wrote to it: nothing more of it will be written from here.

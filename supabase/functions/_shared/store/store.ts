@@ -157,6 +157,12 @@ export interface SessionStore {
    */
   onLost?: (sessionId: string) => void;
   /**
+   * This process found out that another holds the session now: everything of
+   * it held or buffered here is dropped (never written, never replayed from
+   * here), then {@linkcode onLost} is called.
+   */
+  disown(sessionId: string): void;
+  /**
    * Records a new session. A named `conversation` is kept for the retention
    * period (not just the resume window), and what is said in it is searchable.
    */
@@ -341,6 +347,9 @@ export class MemoryStore implements SessionStore {
   }
 
   setAttached(): void {}
+
+  /** Nothing here is shared with another process: there is never another holder. */
+  disown(): void {}
 
   create(id: string, owner: string | null, conversation: string | null = null): void {
     const e = this.#entry(id);
