@@ -26,8 +26,9 @@ async function withCluster(
   fn: (cluster: Cluster) => Promise<void>,
   answer = { tokens: 40, gapMs: 20 },
   ignore: Invariant[] = [],
+  env: Record<string, string> = {},
 ): Promise<void> {
-  const cluster = await Cluster.start({ processes: 2, answer });
+  const cluster = await Cluster.start({ processes: 2, answer, env });
   let error: unknown;
   try {
     await fn(cluster);
@@ -363,6 +364,68 @@ for (const overlap of [false, true]) {
       }),
   });
 }
+
+/** A client that asked a long question on one process and resumed on the other mid-answer. */
+async function relayedMidAnswer(cluster: Cluster) {
+  const [a, b] = cluster.live();
+  const c = cluster.client("relayed");
+  await c.open(a);
+  await stillWorks(c);
+  const id = c.query("long");
+  await c.next((f) => f.id === id && f.delta === "w3 ", "streaming on a");
+  // Mid-answer the session stays on `a`: `b` relays this socket to it.
+  await c.resume(b);
+  return { a, c, id };
+}
+
+Deno.test({
+  name: "a question sent through the other process while the holder is cut off from Postgres " +
+    "is answered once the session is taken over there, exactly once",
+  ...opts,
+  // The answer the cut-off holder was streaming ends `interrupted`: it looks crashed.
+  fn: () =>
+    withCluster(
+      async (cluster) => {
+        const { a, c, id: long } = await relayedMidAnswer(cluster);
+        const healed = cluster.partition(a, 12_000);
+        // Sent to `a` over the bus, which `a` no longer hears.
+        const short = c.query("short");
+        assertEquals(await c.settle(short, 20_000), "terminal", "the question sent meanwhile");
+        assertEquals(await c.settle(long, 5_000), "terminal", "the answer cut off");
+        await healed;
+        await stillWorks(c);
+      },
+      { tokens: 200, gapMs: 20 },
+      ["d:interrupted"],
+    ),
+});
+
+Deno.test({
+  name: "SIGTERM of a holder whose only socket is on the other process, over a slow database: " +
+    "the other hears it let go (no waiting out the holder's silence) and answers what comes next",
+  ...opts,
+  fn: () =>
+    withCluster(
+      async (cluster) => {
+        const { a, c, id } = await relayedMidAnswer(cluster);
+        // A database in another region: every round trip of `a` takes 200 ms from here, so its
+        // release (a write, then a NOTIFY) is still under way as the store closes.
+        a.proxy!.delayMs = 100;
+        await cluster.stop(a, "SIGTERM");
+        assertEquals(await c.settle(id, 15_000), "terminal", "the answer in flight");
+        await a.proc.status;
+        await stillWorks(c);
+        assertEquals(
+          cluster.logsAbout("relay_holder_silent"),
+          [],
+          "the release was announced before the stopping process closed its store",
+        );
+      },
+      undefined,
+      [],
+      { DRAIN_GRACE_SECONDS: "30" },
+    ),
+});
 
 function count(xs: string[]): Record<string, number> {
   const out: Record<string, number> = {};

@@ -1,8 +1,9 @@
 /**
  * A TCP proxy on loopback that a test can use as a bad network: cut every
  * connection abruptly (no close frame), swallow traffic while keeping
- * connections open (a dead peer that TCP cannot see), or refuse new
- * connections (offline) — without leaving the machine.
+ * connections open (a dead peer that TCP cannot see), refuse new
+ * connections (offline), or pass everything on late (a slow link) — without
+ * leaving the machine.
  *
  * @module
  */
@@ -23,6 +24,8 @@ export interface TcpProxy {
    * reading. TCP buffers fill and the server's send queue grows.
    */
   stopReading: boolean;
+  /** Every chunk waits this long before it is passed on, both directions (a slow network). */
+  delayMs: number;
   close(): Promise<void>;
 }
 
@@ -57,6 +60,7 @@ export function startTcpProxy(targetPort: number): TcpProxy {
     blackhole: false,
     refuse: false,
     stopReading: false,
+    delayMs: 0,
     get connections() {
       return live.size;
     },
@@ -78,6 +82,8 @@ export function startTcpProxy(targetPort: number): TcpProxy {
     downstream: boolean,
   ): Promise<void> {
     const buf = new Uint8Array(64 * 1024);
+    const late: { at: number; bytes: Uint8Array }[] = [];
+    let writing: Promise<void> = Promise.resolve();
     try {
       for (;;) {
         while (downstream && proxy.stopReading && live.has(pair)) {
@@ -86,13 +92,33 @@ export function startTcpProxy(targetPort: number): TcpProxy {
         const n = await from.read(buf);
         if (n === null) break;
         if (proxy.blackhole) continue;
+        if (proxy.delayMs > 0) {
+          // Latency, not a slower pipe: each chunk leaves `delayMs` after it came, in order.
+          late.push({ at: performance.now() + proxy.delayMs, bytes: buf.slice(0, n) });
+          if (late.length === 1) writing = writeLate(to, late).catch(() => cut(pair));
+          continue;
+        }
+        await writing;
         let off = 0;
         while (off < n) off += await to.write(buf.subarray(off, n));
       }
     } catch {
       // Either side went away.
     } finally {
+      await writing.catch(() => {});
       cut(pair);
+    }
+  }
+
+  /** Writes the chunks in `late` to `to`, each once its time has come, until none is left. */
+  async function writeLate(to: Deno.Conn, late: { at: number; bytes: Uint8Array }[]) {
+    while (late.length > 0) {
+      const wait = late[0].at - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+      const { bytes } = late[0];
+      let off = 0;
+      while (off < bytes.length) off += await to.write(bytes.subarray(off));
+      late.shift();
     }
   }
 

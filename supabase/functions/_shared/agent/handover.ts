@@ -28,6 +28,8 @@ export interface HandoverDeps {
   limits: UserLimits;
   /** This process's id on the bus. */
   instance: string;
+  /** Per relaying process, the last of its client frames handled here (for `released`). */
+  letGo(sessionId: string): Record<string, number>;
 }
 
 /** See {@linkcode createHandover}. */
@@ -54,6 +56,11 @@ export interface Handover {
   afterLeave(session: Session, peer: Peer): void;
   /** What the sweeper's verdict does. */
   expire(session: Session, why: SweepReason): void;
+  /**
+   * Resolves once every session let go of so far is written as such and
+   * announced: what a stopping process waits for before it closes the store.
+   */
+  ended(): Promise<void>;
 }
 
 /**
@@ -66,6 +73,8 @@ export interface Handover {
 export function createHandover(deps: HandoverDeps): Handover {
   const { config, log, store, bus, sessions, limits } = deps;
   let draining: string | null = null;
+  /** Ends not yet written and announced. */
+  const ending = new Set<Promise<void>>();
 
   function end(session: Session, why: "closed" | "released", announce = true): Promise<void> {
     if (session.closed) return Promise.resolve();
@@ -73,12 +82,18 @@ export function createHandover(deps: HandoverDeps): Handover {
     sessions.delete(session.id);
     limits.releaseSession(session.limitKey);
     limits.forget(session.rateKey);
-    const done = why === "released" ? store.release(session.id) : store.delete(session.id);
-    return done.then(async () => {
-      if (why === "released" && announce && bus && store.durable) {
-        await bus.publish({ kind: "released", session: session.id, from: deps.instance });
-      }
-    }).catch((err) => log.warn("store_end_failed", { session: session.id, why, err: String(err) }));
+    // Taken as it closes: no client frame is handled here from now on.
+    const took = deps.letGo(session.id);
+    const done = (why === "released" ? store.release(session.id) : store.delete(session.id))
+      .then(async () => {
+        if (why === "released" && announce && bus && store.durable) {
+          await bus.publish({ kind: "released", session: session.id, from: deps.instance, took });
+        }
+      }).catch((err) =>
+        log.warn("store_end_failed", { session: session.id, why, err: String(err) })
+      ).finally(() => ending.delete(done));
+    ending.add(done);
+    return done;
   }
 
   const letGo = (session: Session) =>
@@ -142,6 +157,7 @@ export function createHandover(deps: HandoverDeps): Handover {
 
     end,
     let: letGo,
+    ended: () => Promise.all(ending).then(() => {}),
     handOver,
     moveOn,
 

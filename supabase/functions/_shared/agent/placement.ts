@@ -46,8 +46,11 @@ export interface PlacementDeps {
   /** This process's id on the bus. */
   instance: string;
   makeSession(id: string, who: SessionOwner, startSeq?: number): Session;
-  /** Handles a client frame of a socket again (it came back from a process that let go). */
-  redeliver(conn: Connection, data: string): void;
+  /**
+   * Handles a client frame of a socket again (its holder let go or went
+   * silent before handling it); `retry`: it may have been handled after all.
+   */
+  redeliver(conn: Connection, data: string, retry: boolean): void;
 }
 
 /** See {@linkcode createPlacement}. */
@@ -57,7 +60,12 @@ export interface Placement {
   /** Whether a socket asks for a session this process holds (a draining one serves those). */
   heldHere(conn: Connection): Promise<boolean>;
   /** A client frame on a relayed socket: checked here, handled by the holder. */
-  forward(conn: Connection, data: unknown): void;
+  forward(conn: Connection, data: unknown, retry?: boolean): void;
+  /**
+   * This process lets go of a session: per relaying process, the last client
+   * frame handled here (what `released` tells them).
+   */
+  letGo(sessionId: string): Record<string, number>;
   /** The socket closed. */
   leave(conn: Connection): void;
   /** A bus message for the relays and remote peers. */
@@ -112,7 +120,7 @@ export function createPlacement(deps: PlacementDeps): Placement {
         return start;
       },
       left: (session, peer) => handover.afterLeave(session, peer),
-      received: (session, peer, data) => router.dispatch(session, data, peer),
+      received: (session, peer, data, retry) => router.dispatch(session, data, peer, retry),
     })
     : null;
 
@@ -124,9 +132,9 @@ export function createPlacement(deps: PlacementDeps): Placement {
       instance: me,
       sendHardLimitBytes: config.sendHardLimitBytes,
       adopt: (rec, sockets) => adoptRelayed(rec.id, rec.holder, sockets),
-      redeliver(socketId, data) {
+      redeliver(socketId, data, retry) {
         const conn = placed.get(socketId);
-        if (conn) deps.redeliver(conn, data);
+        if (conn) deps.redeliver(conn, data, retry);
       },
     })
     : null;
@@ -457,7 +465,7 @@ export function createPlacement(deps: PlacementDeps): Placement {
       return id !== undefined && sessions.get(id) !== undefined;
     },
 
-    forward(conn, data) {
+    forward(conn, data, retry = false) {
       if (typeof data !== "string") {
         sendSocketFrame(conn.socket, {
           type: "error",
@@ -474,8 +482,10 @@ export function createPlacement(deps: PlacementDeps): Placement {
         closeQuietly(conn.socket, CLOSE.tooLarge, "Message too large");
         return;
       }
-      relays?.forward(conn.relayed!, conn.socketId, data);
+      relays?.forward(conn.relayed!, conn.socketId, data, retry);
     },
+
+    letGo: (sessionId) => remotePeers?.letGo(sessionId) ?? {},
 
     leave(conn) {
       placed.delete(conn.socketId);
@@ -488,11 +498,6 @@ export function createPlacement(deps: PlacementDeps): Placement {
     onBus(msg) {
       remotePeers?.onBus(msg);
       relays?.onBus(msg);
-      if (msg.kind === "bounce" && msg.to === me && !relays?.wants(msg.session)) {
-        // Its socket was adopted here meanwhile.
-        const conn = placed.get(msg.socket);
-        if (conn) deps.redeliver(conn, msg.data);
-      }
     },
 
     wants(sessionId) {

@@ -14,12 +14,14 @@ import type { UserLimits } from "../platform/limits.ts";
 import type { ModelBackend } from "../model/model.ts";
 import { CLOSE } from "../protocol/codes.ts";
 import { AgentError, errorFrame } from "../protocol/errors.ts";
-import { parseClientFrame, type QueryFrame } from "../protocol/frames.ts";
+import { type ClientFrame, parseClientFrame, type QueryFrame } from "../protocol/frames.ts";
 import type { Peer, Session } from "../session/session.ts";
 import type { Commands } from "./commands.ts";
 import type { ToolSet } from "./tools.ts";
 
 const encoder = new TextEncoder();
+
+type ToolAnswerFrame = Extract<ClientFrame, { type: "tool_result" | "approval" }>;
 
 /** What the router needs. */
 export interface RouterDeps {
@@ -39,8 +41,13 @@ export interface RouterDeps {
 
 /** See {@linkcode createRouter}. */
 export interface Router {
-  /** Handles one client frame from `peer`; never throws. */
-  dispatch(session: Session, data: unknown, peer: Peer): void;
+  /**
+   * Handles one client frame from `peer`; never throws. `retry`: the frame
+   * may have been handled already (a process that held the session went
+   * silent before saying): a query this session knows, or a tool answer
+   * nobody awaits, is dropped instead of refused.
+   */
+  dispatch(session: Session, data: unknown, peer: Peer, retry?: boolean): void;
   /** Renders what handling a client frame threw, as one error frame (to `peer` alone, if given). */
   reject(session: Session, err: unknown, id?: string, peer?: Peer): void;
 }
@@ -105,7 +112,7 @@ export function createRouter(deps: RouterDeps): Router {
     });
   }
 
-  function route(session: Session, data: unknown, peer: Peer): void {
+  function route(session: Session, data: unknown, peer: Peer, retry: boolean): void {
     session.lastActivity = Date.now();
     if (typeof data !== "string") {
       throw new AgentError(
@@ -141,6 +148,9 @@ export function createRouter(deps: RouterDeps): Router {
         return;
       case "query": {
         const id = frame.id ?? crypto.randomUUID();
+        if (retry && (session.turns.knows(id) || session.turns.answered(id))) {
+          return log.info("retry_dropped", { session: session.id, id });
+        }
         try {
           return admit(session, frame, id, peer);
         } catch (err) {
@@ -156,6 +166,19 @@ export function createRouter(deps: RouterDeps): Router {
         } catch (err) {
           return reject(session, err, frame.id, peer);
         }
+      case "tool_result":
+      case "approval":
+        try {
+          return answer(session, frame);
+        } catch (err) {
+          if (retry) return log.info("retry_dropped", { session: session.id, id: frame.id });
+          throw err;
+        }
+    }
+  }
+
+  function answer(session: Session, frame: ToolAnswerFrame): void {
+    switch (frame.type) {
       case "tool_result":
         return session.turns.answer(frame.id, frame.tool_call_id, {
           kind: "tool_result",
@@ -173,9 +196,9 @@ export function createRouter(deps: RouterDeps): Router {
 
   return {
     reject,
-    dispatch(session, data, peer) {
+    dispatch(session, data, peer, retry = false) {
       try {
-        route(session, data, peer);
+        route(session, data, peer, retry);
       } catch (err) {
         // Tool answers name their call, not the query: an error with a query's id would end it.
         reject(session, err, undefined, peer);

@@ -69,6 +69,11 @@ export interface AgentRuntime {
    * Calling it again hands over what has become idle since.
    */
   drain(reason: string): void;
+  /**
+   * Resolves once every session this process let go of is written as let go
+   * and announced to the processes relaying it: the store may close then.
+   */
+  ended(): Promise<void>;
   /** Starts the sweeper; returns a function that stops it. */
   startSweeper(): () => void;
   /**
@@ -165,7 +170,13 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     commands: commands.names,
     allowedModels,
   });
-  const handover = createHandover({ config, log, store, bus, sessions, limits, instance: me });
+  /** What the pieces that move sessions between processes all need. */
+  const core = { config, log, store, bus, sessions, limits, instance: me };
+  const handover = createHandover({
+    ...core,
+    // Bound late: the relays' side is wired below, and only asked once a session goes.
+    letGo: (id) => placement.letGo(id),
+  });
   const router = createRouter({
     config,
     log,
@@ -209,20 +220,14 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     admit: (key) => bounds.admit(key),
   });
   const placement = createPlacement({
-    config,
-    log,
-    store,
-    bus,
-    sessions,
-    limits,
+    ...core,
     bounds,
     takeover,
     handover,
     router,
     greeting,
-    instance: me,
     makeSession,
-    redeliver: (conn, data) => onMessage(conn, data),
+    redeliver: (conn, data, retry) => onMessage(conn, data, retry),
   });
 
   function onBus(msg: BusMessage): void {
@@ -247,8 +252,8 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     (about) => about.to !== undefined ? about.to === me : placement.wants(about.session),
   ).catch((err) => log.error("bus_subscribe_failed", { err: String(err) }));
 
-  function onMessage(conn: Connection, data: unknown): void {
-    if (conn.relayed) return placement.forward(conn, data);
+  function onMessage(conn: Connection, data: unknown, retry = false): void {
+    if (conn.relayed) return placement.forward(conn, data, retry);
     const session = conn.session;
     if (!session) {
       if (conn.inbox.push(data) > MAX_INBOX) {
@@ -259,7 +264,7 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     // A socket whose session was taken over, or that ended, has no say any more.
     const peer = conn.peer;
     if (session.closed || !peer || session.peers.get(peer.id) !== peer) return;
-    router.dispatch(session, data, peer);
+    router.dispatch(session, data, peer, retry);
   }
 
   return {
@@ -339,6 +344,8 @@ export function createRuntime(deps: RuntimeDeps): AgentRuntime {
     drain(reason) {
       handover.drain(reason);
     },
+
+    ended: () => handover.ended(),
 
     async notify(sessionId, note) {
       const local = sessions.get(sessionId);

@@ -50,6 +50,12 @@ const DRAIN_POLL_MS = 50;
 /** How long shutdown waits for clients to acknowledge their close frames. */
 const CLOSE_GRACE_MS = 2000;
 
+/**
+ * How long shutdown waits for the sessions it let go of to be written as let
+ * go and announced (a write and a NOTIFY each) before it closes the store.
+ */
+const END_GRACE_MS = 5000;
+
 /** Optional replacements for the default collaborators. */
 export interface AppOptions {
   /** Your agent (see agent/definition.ts); default: the stock agent, configured by env. */
@@ -310,6 +316,10 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
       runtime.shutdown(reason);
       // Give close frames a moment to reach clients before listeners go away.
       await settlesWithin(Promise.all(openSockets), CLOSE_GRACE_MS);
+      // A release not yet announced would leave its relays to find out by silence (seconds).
+      if (!(await settlesWithin(runtime.ended(), END_GRACE_MS))) {
+        log.warn("store_end_stuck", { waited_ms: END_GRACE_MS });
+      }
       await quota?.close();
       await store.close().catch((err) => log.warn("store_close_failed", { err: String(err) }));
       transport.close();

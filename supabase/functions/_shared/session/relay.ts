@@ -6,9 +6,10 @@
  * its frames arrive here through the bus once durable and go to the socket in
  * seq order, each exactly once (a hole, e.g. a NOTIFY lost while the listen
  * connection was reset, is filled from the store); the socket's own frames go
- * to the holder. When the holder lets go (it drained, or handed an idle
- * session to where its sockets are) or stops answering, the session is
- * adopted here and the sockets carry on without noticing.
+ * to the holder, each kept here until the holder acknowledges it. When the
+ * holder lets go (it drained, or handed an idle session to where its sockets
+ * are) or stops answering, the session is adopted here, the frames it did
+ * not handle are handled here, and the sockets carry on without noticing.
  *
  * @module
  */
@@ -25,6 +26,17 @@ export const HOLDER_ANSWER_MS = 2000;
 /** A holder that has not answered `watch` for this long is taken for gone. */
 const HOLDER_SILENT_MS = 3 * RELAY_REFRESH_MS;
 
+/** Every this many client frames not yet acknowledged, the relay asks the holder (`watch`). */
+const ACK_EVERY = 32;
+
+/**
+ * Client frames (count, bytes) a session's relay keeps for a holder that
+ * has not acknowledged them; past either, a socket's next frame closes it
+ * (1013): the holder is not keeping up, and memory stays bounded.
+ */
+const UNACKED_MAX = 512;
+const UNACKED_MAX_BYTES = 8 << 20;
+
 /** One socket of this process attached to a session held elsewhere. */
 export interface RelaySocket {
   readonly id: string;
@@ -33,6 +45,16 @@ export interface RelaySocket {
   lastSent: number;
   /** While true, the socket's frames are being read from the store. */
   catchingUp: boolean;
+}
+
+/** A client frame on its way to a holder. */
+interface Forwarded {
+  /** Rises with every frame this process forwards (any session); `took` acks up to one. */
+  n: number;
+  socket: string;
+  data: string;
+  /** It may have been handled already (a holder went silent before acknowledging it). */
+  retry: boolean;
 }
 
 /** A session held by another process, with the sockets of this one attached to it. */
@@ -53,8 +75,11 @@ interface Relayed {
   adopting: boolean;
   /** Joins in progress: an adoption waits for them, so no socket gets its replay twice. */
   joins: Set<Promise<unknown>>;
-  /** Client frames the old holder sent back (it let go): for the next holder, in order. */
-  bounced: { socket: string; data: string }[];
+  /** Sent to the holder, not yet acknowledged: sent again to whoever holds it next. */
+  unacked: Forwarded[];
+  unackedBytes: number;
+  /** Came while the session was being adopted: for the next holder, after `unacked`. */
+  later: Forwarded[];
 }
 
 /** What a relay needs. */
@@ -72,8 +97,11 @@ export interface RelaysDeps {
    * another process got it first (the relay then follows the new holder).
    */
   adopt(record: { id: string; holder: string | null }, sockets: RelaySocket[]): Promise<boolean>;
-  /** Hands a client frame to its socket's session again, wherever that is now. */
-  redeliver(socketId: string, data: string): void;
+  /**
+   * Hands a client frame to its socket's session again, wherever that is now;
+   * `retry`: the last holder may have handled it (see {@linkcode Relays.forward}).
+   */
+  redeliver(socketId: string, data: string, retry: boolean): void;
 }
 
 /** How a socket joins: fresh (greeted by the holder) or resuming after a seq. */
@@ -97,8 +125,13 @@ export interface Relays {
   join(record: SessionRecord, socket: RelayJoin): Promise<boolean>;
   /** Whether a socket is relayed here. */
   has(sessionId: string, socketId: string): boolean;
-  /** A client frame from a relayed socket, for the holder. */
-  forward(sessionId: string, socketId: string, data: string): void;
+  /**
+   * A client frame from a relayed socket, for the holder. It is kept until
+   * the holder acknowledges it; if the holder lets go or goes silent first,
+   * it goes to the next holder — marked `retry` when nobody can say whether
+   * it was handled, so a query already known there is not asked twice.
+   */
+  forward(sessionId: string, socketId: string, data: string, retry?: boolean): void;
   /** A relayed socket went away. */
   leave(sessionId: string, socketId: string): void;
   onBus(msg: BusMessage): void;
@@ -120,6 +153,7 @@ export function createRelays(deps: RelaysDeps): Relays {
   const { log, bus, store, instance } = deps;
   const relayed = new Map<string, Relayed>();
   let timer: ReturnType<typeof setInterval> | undefined;
+  let forwarded = 0;
 
   /** Client frames go to the holder in the order they came. */
   const publish = orderedPublisher(
@@ -191,17 +225,32 @@ export function createRelays(deps: RelaysDeps): Relays {
     }
   }
 
-  async function handOver(r: Relayed): Promise<void> {
+  /** The holder handled the client frames up to `took`. */
+  function ack(r: Relayed, took: number): void {
+    while (r.unacked.length > 0 && r.unacked[0].n <= took) {
+      r.unackedBytes -= r.unacked.shift()!.data.length;
+    }
+  }
+
+  /**
+   * The holder let go or went silent: the session is taken here (or followed
+   * to whoever took it). `sure`: the holder said which client frames it
+   * handled (`took`), so the rest go on as new; else each may be a repeat.
+   */
+  async function handOver(r: Relayed, sure: boolean): Promise<void> {
+    if (!sure) { for (const f of r.unacked) f.retry = true; }
     if (r.adopting || r.sockets.size === 0) return;
     r.adopting = true;
     const holder = r.holder;
     try {
       await Promise.allSettled([...r.joins]);
       const sockets = [...r.sockets.values()];
-      // Client frames that come meanwhile wait in `bounced` and follow the adoption.
+      // Client frames that come meanwhile wait in `later` and follow the adoption.
       const redeliver = () => {
         if (relayed.get(r.id) === r) relayed.delete(r.id);
-        for (const b of r.bounced.splice(0)) deps.redeliver(b.socket, b.data);
+        const frames = [...r.unacked.splice(0), ...r.later.splice(0)];
+        r.unackedBytes = 0;
+        for (const f of frames) deps.redeliver(f.socket, f.data, f.retry);
       };
       if (await deps.adopt({ id: r.id, holder }, sockets)) return redeliver();
       // Another process got it first: follow it.
@@ -230,7 +279,7 @@ export function createRelays(deps: RelaysDeps): Relays {
     for (const r of relayed.values()) {
       if (now - r.heardAt > HOLDER_SILENT_MS) {
         log.warn("relay_holder_silent", { session: r.id, holder: r.holder });
-        handOver(r);
+        handOver(r, false);
       } else sayWatch(r).catch(() => {});
     }
   }
@@ -268,7 +317,9 @@ export function createRelays(deps: RelaysDeps): Relays {
         waiting: [],
         adopting: false,
         joins: new Set(),
-        bounced: [],
+        unacked: [],
+        unackedBytes: 0,
+        later: [],
       };
       relayed.set(record.id, r);
       startTimer();
@@ -330,10 +381,24 @@ export function createRelays(deps: RelaysDeps): Relays {
       return relayed.get(sessionId)?.sockets.has(socketId) ?? false;
     },
 
-    forward(sessionId, socketId, data) {
+    forward(sessionId, socketId, data, retry = false) {
       const r = relayed.get(sessionId);
-      if (!r || !r.sockets.has(socketId)) return;
-      if (r.adopting) return void r.bounced.push({ socket: socketId, data });
+      const sock = r?.sockets.get(socketId);
+      if (!r || !sock) return;
+      if (r.unacked.length + r.later.length >= UNACKED_MAX || r.unackedBytes > UNACKED_MAX_BYTES) {
+        log.warn("relay_unacked_full", {
+          session: r.id,
+          holder: r.holder,
+          frames: r.unacked.length,
+        });
+        return closeQuietly(sock.ws, CLOSE.tryAgainLater, "The session's server is not keeping up");
+      }
+      const f: Forwarded = { n: ++forwarded, socket: socketId, data, retry };
+      if (r.adopting) return void r.later.push(f);
+      r.unacked.push(f);
+      r.unackedBytes += data.length;
+      // Acknowledgements ride on `watching`: a busy socket asks for one now and then.
+      if (r.unacked.length % ACK_EVERY === 0) sayWatch(r).catch(() => {});
       publish({
         kind: "client",
         session: sessionId,
@@ -341,6 +406,8 @@ export function createRelays(deps: RelaysDeps): Relays {
         to: r.holder,
         socket: socketId,
         data,
+        n: f.n,
+        ...(retry ? { retry } : {}),
       }).catch(() => {});
     },
 
@@ -365,24 +432,21 @@ export function createRelays(deps: RelaysDeps): Relays {
         deliver(r, msg.frames);
       } else if (msg.kind === "watching" && msg.to === instance && msg.from === r.holder) {
         if (!msg.gone) r.heardAt = Date.now();
+        if (msg.took !== undefined) ack(r, msg.took);
         for (const resolve of r.waiting.splice(0)) resolve(msg.gone ? "gone" : msg.starts);
         // It let go without our hearing it say so: the sockets already relayed are adopted.
-        if (msg.gone) handOver(r);
+        if (msg.gone) handOver(r, msg.took !== undefined);
       } else if (msg.kind === "close" && msg.to === instance) {
         const sock = r.sockets.get(msg.socket);
         if (!sock) return;
         if (msg.say) sendSocketFrame(sock.ws, msg.say);
         closeQuietly(sock.ws, msg.code, msg.reason);
-      } else if (msg.kind === "bounce" && msg.to === instance) {
-        // Held for the holder that comes next (its `released` follows once what it wrote is
-        // durable); already following a new one: on to it.
-        if (msg.from === r.holder) r.bounced.push({ socket: msg.socket, data: msg.data });
-        else deps.redeliver(msg.socket, msg.data);
       } else if (msg.kind === "released" && msg.from === r.holder) {
         // The holder let go once durable: whatever it published is in the store. Sockets
         // still joining look again on their own; the joined ones are adopted here.
+        if (msg.took) ack(r, msg.took[instance] ?? 0);
         for (const resolve of r.waiting.splice(0)) resolve("gone");
-        handOver(r);
+        handOver(r, msg.took !== undefined);
       }
     },
 

@@ -23,6 +23,9 @@ export const REMOTE_PEER_TTL_MS = 5 * RELAY_REFRESH_MS;
 /** Frames per `frames` message (a bigger batch is split; each one may go by reference). */
 const FRAMES_PER_MESSAGE = 200;
 
+/** Sessions let go of whose acknowledgements are kept, for a relay that asks late. */
+const LET_GO_KEPT = 1000;
+
 /** What the holder's side needs. */
 export interface RemotePeersDeps {
   log: Logger;
@@ -38,8 +41,11 @@ export interface RemotePeersDeps {
   joined(session: Session, peer: Peer, fresh: boolean): number;
   /** A remote socket was detached (its relay let it go, or went silent). */
   left(session: Session, peer: Peer): void;
-  /** A client frame that arrived on a remote socket. */
-  received(session: Session, peer: Peer, data: string): void;
+  /**
+   * A client frame that arrived on a remote socket; `retry`: its relay sent
+   * it again because this process may have missed it.
+   */
+  received(session: Session, peer: Peer, data: string, retry: boolean): void;
 }
 
 /** See {@linkcode createRemotePeers}. */
@@ -47,6 +53,12 @@ export interface RemotePeers {
   onBus(msg: BusMessage): void;
   /** Publishes durable frames to the processes relaying their sessions. */
   committed(frames: { session: string; seq: number; json: string }[]): void;
+  /**
+   * This process lets go of a session: returns, per relaying process, the
+   * last client frame it handled (for `released`; a `watch` that comes late
+   * is answered with it too). Frames that come later are not handled here.
+   */
+  letGo(sessionId: string): Record<string, number>;
   /** Drops the remote peers whose relay went silent. */
   prune(): void;
 }
@@ -63,6 +75,10 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
   const { log, bus, sessions, instance } = deps;
   /** When each relay last said `watch`, per session and process. */
   const seen = new Map<string, Map<string, number>>();
+  /** The last client frame handled, per held session and relaying process. */
+  const took = new Map<string, Map<string, number>>();
+  /** The same for sessions let go of (oldest first, at most {@linkcode LET_GO_KEPT}). */
+  const tookBefore = new Map<string, Record<string, number>>();
   /** In order per session: a later batch of frames never overtakes an earlier one. */
   const publish = orderedPublisher(
     bus,
@@ -94,6 +110,9 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
     const session = sessions.get(msg.session);
     if (!session || session.closed) {
       // Said at once, so the relay need not wait to find out it must look elsewhere.
+      const before = tookBefore.get(msg.session);
+      // Let go of here: nothing of this relay's handled is nothing handled, not unknown.
+      const last = before ? before[msg.from] ?? 0 : undefined;
       return void publish({
         kind: "watching",
         session: msg.session,
@@ -101,6 +120,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
         to: msg.from,
         starts: {},
         gone: true,
+        ...(last !== undefined ? { took: last } : {}),
       });
     }
     let bySender = seen.get(session.id);
@@ -126,36 +146,45 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
       starts[id] = peer.startsAt = deps.joined(session, peer, fresh.has(id));
     }
     // The answer is also the relay's sign that the holder lives.
+    const last = took.get(session.id)?.get(msg.from);
     publish({
       kind: "watching",
       session: session.id,
       from: instance,
       to: msg.from,
       starts,
+      ...(last !== undefined ? { took: last } : {}),
     });
+  }
+
+  function client(msg: Extract<BusMessage, { kind: "client" }>): void {
+    const session = sessions.get(msg.session);
+    // Let go of meanwhile: the relay learns from `took` that this one was not handled.
+    if (!session || session.closed) return;
+    if (msg.n !== undefined) {
+      let byRelay = took.get(session.id);
+      if (!byRelay) took.set(session.id, byRelay = new Map());
+      byRelay.set(msg.from, Math.max(byRelay.get(msg.from) ?? 0, msg.n));
+    }
+    const peer = session.peers.get(msg.socket);
+    // A socket detached meanwhile has nobody left to answer.
+    if (peer?.instance === msg.from) deps.received(session, peer, msg.data, msg.retry === true);
   }
 
   return {
     onBus(msg) {
       if (msg.from === instance) return;
       if (msg.kind === "watch" && msg.to === instance) watch(msg);
-      else if (msg.kind === "client" && msg.to === instance) {
-        const session = sessions.get(msg.session);
-        const peer = session?.peers.get(msg.socket);
-        if (session && !session.closed && peer?.instance === msg.from) {
-          deps.received(session, peer, msg.data);
-        } else if (!session || session.closed) {
-          // Let go of meanwhile: the relay gives it to whoever holds the session now.
-          publish({
-            kind: "bounce",
-            session: msg.session,
-            from: instance,
-            to: msg.from,
-            socket: msg.socket,
-            data: msg.data,
-          });
-        }
-      }
+      else if (msg.kind === "client" && msg.to === instance) client(msg);
+    },
+
+    letGo(sessionId) {
+      const last = Object.fromEntries(took.get(sessionId) ?? []);
+      took.delete(sessionId);
+      tookBefore.delete(sessionId);
+      tookBefore.set(sessionId, last);
+      if (tookBefore.size > LET_GO_KEPT) tookBefore.delete(tookBefore.keys().next().value!);
+      return last;
     },
 
     committed(frames) {
@@ -183,6 +212,7 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
 
     prune() {
       const now = Date.now();
+      for (const id of took.keys()) if (!sessions.get(id)) took.delete(id);
       for (const [id, bySender] of seen) {
         const session = sessions.get(id);
         if (!session || session.closed) {

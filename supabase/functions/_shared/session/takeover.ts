@@ -97,6 +97,8 @@ export function createTakeover(deps: TakeoverDeps): Takeover {
       if (waiting) session.turns.resume(waiting);
       for (const qid of rec.openQueries) {
         if (qid === waiting?.query.id) continue;
+        // Its client may have sent it again through a relay that could not tell: not twice.
+        session.turns.markAnswered(qid);
         session.counters.errors++;
         session.emit(errorFrame(
           new AgentError("interrupted", "The server handling this query stopped; send it again", {

@@ -48,9 +48,15 @@ const encoder = new TextEncoder();
 export const BusMessage = z.discriminatedUnion("kind", [
   /**
    * The holder `from` let go of `session`, after writing all of it: a process
-   * relaying it takes it now.
+   * relaying it takes it now. `took` names, per relaying process, the last
+   * client frame (its `n`) the holder handled; the later ones it never will.
    */
-  z.object({ kind: z.literal("released"), session: z.string(), from: z.string() }),
+  z.object({
+    kind: z.literal("released"),
+    session: z.string(),
+    from: z.string(),
+    took: z.record(z.string(), z.number()).optional(),
+  }),
   /** Deliver a notification to `session`, wherever its socket is. */
   z.object({
     kind: z.literal("notify"),
@@ -87,6 +93,8 @@ export const BusMessage = z.discriminatedUnion("kind", [
     starts: z.record(z.string(), z.number()),
     /** The session is not held here (any more): look again, and take it if nobody does. */
     gone: z.boolean().optional(),
+    /** The last of `to`'s client frames (its `n`) the holder handled, if it knows. */
+    took: z.number().optional(),
   }),
   /** Frames of `session` that just became durable, in seq order (the holder to its relays). */
   z.object({
@@ -95,7 +103,13 @@ export const BusMessage = z.discriminatedUnion("kind", [
     from: z.string(),
     frames: z.array(z.object({ seq: z.number(), json: z.string() })),
   }),
-  /** A frame a client sent on a relayed socket, for the holder `to`. */
+  /**
+   * A frame a client sent on a relayed socket, for the holder `to`. `n`
+   * rises with every client frame the relay `from` sends; the holder's
+   * `took` acknowledges up to one, so the relay knows which to send again
+   * if the holder goes. `retry`: it may have been handled already (its
+   * holder went silent), so one whose query is known is dropped.
+   */
   z.object({
     kind: z.literal("client"),
     session: z.string(),
@@ -103,6 +117,8 @@ export const BusMessage = z.discriminatedUnion("kind", [
     to: z.string(),
     socket: z.string(),
     data: z.string(),
+    n: z.number().optional(),
+    retry: z.boolean().optional(),
   }),
   /** The holder asks the relay `to` to close one of its sockets. */
   z.object({
@@ -115,19 +131,6 @@ export const BusMessage = z.discriminatedUnion("kind", [
     reason: z.string(),
     /** A socket-only frame to send before closing (seq 0), e.g. `session_taken_over`. */
     say: JsonObject.optional(),
-  }),
-  /**
-   * A client frame reached a process that no longer holds its session (it
-   * let go meanwhile): sent back to the relay `to`, which hands it to
-   * whoever holds the session now.
-   */
-  z.object({
-    kind: z.literal("bounce"),
-    session: z.string(),
-    from: z.string(),
-    to: z.string(),
-    socket: z.string(),
-    data: z.string(),
   }),
   /** The memory of `session` was cleared: its holder forgets its cached history. */
   z.object({ kind: z.literal("cleared"), session: z.string(), from: z.string() }),
