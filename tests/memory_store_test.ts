@@ -1,14 +1,13 @@
 /**
  * The memory half of the store contract, for both stores: conversations are
  * listed, searched and cleared per user, kept past their sockets, and bad
- * search input never errors. Postgres alone: the retention, and what another
- * process sees.
+ * search input never errors; a conversation keeps its newest messages up to the
+ * cap. Postgres alone: the retention, and what another process sees.
  */
 import { assert, assertEquals } from "./assert.ts";
 import { DATABASE_URL, dbAvailable } from "./db.ts";
 import { tempDatabase, until } from "./store_fixtures.ts";
 import {
-  MEMORY_LOG_MESSAGES,
   MemoryStore,
   type SessionStore,
   type StoreLimits,
@@ -16,6 +15,7 @@ import {
 import { PostgresStore } from "../supabase/functions/_shared/store/postgres.ts";
 import { WriteBuffer } from "../supabase/functions/_shared/store/write_buffer.ts";
 import { createLogger } from "../supabase/functions/_shared/platform/log.ts";
+import { DEFAULT_MEMORY_MAX_MESSAGES } from "../supabase/functions/_shared/store/memory.ts";
 import { conversationSessionId } from "../supabase/functions/_shared/session/conversation.ts";
 import type { ChatMessage } from "../supabase/functions/_shared/model/model.ts";
 
@@ -26,14 +26,21 @@ const limits: StoreLimits = {
   replayMaxBytes: 1 << 20,
 };
 
+/** A small memory cap, so the tests go past it in a few exchanges. */
+const CAP = 10;
+const capped: StoreLimits = { ...limits, memoryMaxMessages: CAP };
+
 const DAY = 86_400_000;
 
-function pgStore(url = DATABASE_URL, over: Partial<{ instance: string; expiryMs: number }> = {}) {
+function pgStore(
+  url = DATABASE_URL,
+  over: Partial<{ instance: string; expiryMs: number; limits: StoreLimits }> = {},
+) {
   return new PostgresStore({
     url,
     poolSize: 2,
     flushMs: 5,
-    limits,
+    limits: over.limits ?? limits,
     instance: over.instance ?? crypto.randomUUID(),
     leaseMs: 1000,
     expiryMs: over.expiryMs ?? 60_000,
@@ -41,9 +48,9 @@ function pgStore(url = DATABASE_URL, over: Partial<{ instance: string; expiryMs:
   });
 }
 
-const stores: [string, () => SessionStore, boolean][] = [
-  ["memory", () => new MemoryStore(limits), false],
-  ["postgres", () => pgStore(), !dbAvailable],
+const stores: [string, (l?: StoreLimits) => SessionStore, boolean][] = [
+  ["memory", (l = limits) => new MemoryStore(l), false],
+  ["postgres", (l = limits) => pgStore(DATABASE_URL, { limits: l }), !dbAvailable],
 ];
 
 const frame = (seq: number) => ({ seq, json: JSON.stringify({ type: "pong", seq }) });
@@ -265,6 +272,68 @@ for (const [name, make, ignore] of stores) {
   });
 
   Deno.test({
+    name: `memory contract (${name}): past MEMORY_MAX_MESSAGES a conversation drops its ` +
+      "oldest messages at upkeep; search and the list show what is kept; one under the cap is " +
+      "untouched",
+    ignore,
+    async fn() {
+      const store = make(capped);
+      const owner = user("capped");
+      const ids: string[] = [];
+      /** Which of `words` search finds, in the order given. */
+      const found = async (words: string[]) => {
+        const hits = await store.searchMemory(owner, words.join(" "), 50);
+        const contents = new Set(hits.map((h) => h.content));
+        return words.filter((w) => [...contents].some((c) => c.split(" ").includes(w)));
+      };
+      const counts = async () =>
+        Object.fromEntries((await store.conversations(owner)).map((c) => [c.name, c.messages]));
+      try {
+        const long = await open(store, owner, "long");
+        const short = await open(store, owner, "short");
+        ids.push(long, short);
+        // 8 exchanges, 16 messages, each appended on its own (many within one millisecond).
+        for (let i = 0; i < 8; i++) {
+          await store.appendHistory(long, qa(`ask${i} topic`, `reply${i} topic`));
+        }
+        for (let i = 0; i < 3; i++) {
+          await store.appendHistory(short, qa(`small${i} topic`, `tiny${i} topic`));
+        }
+        await store.flush();
+        await store.maintain();
+        assertEquals(await counts(), { long: CAP, short: 6 });
+        // The 10 newest: ask3 … reply7; the 6 oldest (ask0 … reply2) are gone.
+        assertEquals(
+          await found(["ask0", "reply0", "ask2", "reply2", "ask3", "reply3", "ask7", "reply7"]),
+          ["ask3", "reply3", "ask7", "reply7"],
+        );
+        assertEquals(await found(["small0", "tiny0", "small2", "tiny2"]), [
+          "small0",
+          "tiny0",
+          "small2",
+          "tiny2",
+        ], "the conversation under the cap keeps everything");
+        assertEquals((await store.searchMemory(owner, "topic", 50)).length, CAP + 6);
+        // It goes on: the newest stay, and the short one is trimmed once it passes the cap.
+        await store.appendHistory(long, qa("ask8 topic", "reply8 topic"));
+        for (let i = 3; i < 6; i++) {
+          await store.appendHistory(short, qa(`small${i} topic`, `tiny${i} topic`));
+        }
+        await store.flush();
+        await store.maintain();
+        assertEquals(await counts(), { long: CAP, short: CAP });
+        assertEquals(await found(["ask3", "reply3", "ask4", "reply8"]), ["ask4", "reply8"]);
+        assertEquals(await found(["small0", "tiny0", "small1", "small5"]), ["small1", "small5"]);
+        // The history the model sees is bounded on its own (MAX_HISTORY), not by the cap.
+        assertEquals((await store.history(long)).length, 18);
+      } finally {
+        for (const id of ids) await store.delete(id);
+        await store.close();
+      }
+    },
+  });
+
+  Deno.test({
     name: `memory contract (${name}): a released conversation is kept; a rejoin claims it ` +
       "with its history and last seq",
     ignore,
@@ -304,10 +373,14 @@ Deno.test("memory store: plain sessions are not kept; a conversation's search lo
   assertEquals([await store.load(plain), await store.claim(plain)], [null, null]);
   const owner = user("bounded");
   const id = await open(store, owner, "long");
-  for (let i = 0; i < MEMORY_LOG_MESSAGES / 2 + 50; i++) {
+  for (let i = 0; i < DEFAULT_MEMORY_MAX_MESSAGES / 2 + 50; i++) {
     await store.appendHistory(id, qa(`q${i}`, `a${i}`));
   }
-  assertEquals((await store.conversations(owner))[0].messages, MEMORY_LOG_MESSAGES);
+  assertEquals(
+    (await store.conversations(owner))[0].messages,
+    DEFAULT_MEMORY_MAX_MESSAGES,
+    "MEMORY_MAX_MESSAGES unset: the default",
+  );
   assertEquals(await store.searchMemory(owner, "q0", 10), [], "the oldest went first");
   store.appendFrame(id, frame(1));
   store.appendFrame(id, frame(2));
@@ -356,6 +429,47 @@ Deno.test({
       }, "both expired sessions deleted");
       const [{ n }] = await db.sql`select count(*)::int as n from agent_websocket.messages`;
       assertEquals(n, 0, "messages go with their conversation");
+    } finally {
+      await store.close();
+      await db.drop();
+    }
+  },
+});
+
+Deno.test({
+  name: "postgres store: upkeep trims only conversations written to since the last one; one " +
+    "over the cap and left alone is trimmed once it is written to again",
+  ignore: !dbAvailable,
+  async fn() {
+    const db = await tempDatabase(true);
+    const store = pgStore(db.url, { limits: capped });
+    const owner = user("stale");
+    try {
+      const stale = await open(store, owner, "stale");
+      await store.flush();
+      // Already past the cap (say, from before the cap was set or lowered).
+      await db.sql`
+        insert into agent_websocket.messages (id, session_id, owner, conversation, role, content,
+          created_at)
+        select gen_random_uuid(), ${stale}, ${owner}, 'stale', 'user', 'old' || i,
+          now() - interval '1 day' + i * interval '1 second'
+        from generate_series(1, 20) as i`;
+      await store.maintain();
+      assertEquals((await store.conversations(owner))[0].messages, 20, "not written: not read");
+      await store.appendHistory(stale, qa("newest words", "ok"));
+      await store.flush();
+      await store.maintain();
+      assertEquals((await store.conversations(owner))[0].messages, CAP);
+      assertEquals(
+        (await store.searchMemory(owner, "old1 old12 old13", 10)).map((h) => h.content),
+        [
+          "old13",
+        ],
+        "the oldest went first",
+      );
+      assertEquals((await store.searchMemory(owner, "newest", 10)).map((h) => h.content), [
+        "newest words",
+      ]);
     } finally {
       await store.close();
       await db.drop();

@@ -137,6 +137,7 @@ export function createApp(config: Config, opts: AppOptions = {}): App {
     maxHistoryChars: config.maxHistoryChars,
     replayMaxFrames: config.replayMaxFrames,
     replayMaxBytes: config.replayMaxBytes,
+    memoryMaxMessages: config.memoryMaxMessages,
   };
   // A holder is taken for dead after three missed sweeps (it renews once per sweep).
   const leaseMs = Math.max(1000, 3 * config.sweepIntervalMs);

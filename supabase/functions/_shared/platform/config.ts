@@ -103,6 +103,7 @@ export const EnvSchema = z.object({
   STORE_BUFFER_MAX_FRAMES: integer(100_000, 100),
   STORE_BUFFER_MAX_BYTES: integer(16_777_216, 65_536),
   CONVERSATION_RETENTION_DAYS: number(30, 0.0001, 36_500),
+  MEMORY_MAX_MESSAGES: integer(5000, 10, 1_000_000),
   NOTIFY_SECRET: z.string().min(16).optional(),
   SUPABASE_SERVICE_ROLE_KEY: z.string().optional(),
 });
@@ -121,6 +122,8 @@ export interface Config {
   sessionTimeoutMs: number;
   maxHistory: number;
   maxHistoryChars: number;
+  /** Messages one conversation keeps for search; past it the oldest said are dropped. */
+  memoryMaxMessages: number;
   temperature: number;
   maxTokens: number;
   sweepIntervalMs: number;
@@ -304,6 +307,7 @@ export function loadConfig(
       sessionTimeoutMs: e.SESSION_TIMEOUT * 60_000,
       maxHistory: e.MAX_HISTORY,
       maxHistoryChars: e.MAX_HISTORY_CHARS,
+      memoryMaxMessages: e.MEMORY_MAX_MESSAGES,
       temperature: e.TEMPERATURE,
       maxTokens: e.MAX_TOKENS,
       sweepIntervalMs: e.SWEEP_INTERVAL_SECONDS * 1000,

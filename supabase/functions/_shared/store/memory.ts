@@ -14,6 +14,13 @@ import type { ChatMessage } from "../model/model.ts";
 /** Retention of a conversation after its last activity, unless configured. */
 export const DEFAULT_CONVERSATION_RETENTION_DAYS = 30;
 
+/**
+ * Messages one conversation keeps, unless configured (`MEMORY_MAX_MESSAGES`):
+ * past it the oldest said are dropped, so one busy conversation cannot grow
+ * its memory without bound while it stays active.
+ */
+export const DEFAULT_MEMORY_MAX_MESSAGES = 5000;
+
 /** Most conversations `conversations` lists (the most recently active). */
 export const MAX_CONVERSATIONS_LISTED = 100;
 

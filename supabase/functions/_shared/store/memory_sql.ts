@@ -21,6 +21,23 @@ export interface PendingMessage {
   at: string;
 }
 
+/**
+ * A time in microseconds since the epoch as ISO 8601 with six decimals, which
+ * `timestamptz` keeps: messages said within one millisecond (a question and
+ * its answer are recorded together) keep the order they were said in, which
+ * is the order the cap drops them in.
+ *
+ * @example
+ * ```ts
+ * import { isoMicros } from "./memory_sql.ts";
+ * isoMicros(1_700_000_000_123_456); // "2023-11-14T22:13:20.123456Z"
+ * ```
+ */
+export function isoMicros(us: number): string {
+  const iso = new Date(Math.floor(us / 1000)).toISOString();
+  return `${iso.slice(0, -1)}${String(us % 1000).padStart(3, "0")}Z`;
+}
+
 /** The key an owner is indexed by. */
 const key = (owner: string | null) => owner ?? "";
 
@@ -180,20 +197,68 @@ export function insertMessages(
   batches: { session: string; messages: PendingMessage[] }[],
 ): postgres.PendingQuery<postgres.Row[]> {
   const rows = batches.flatMap((b) => b.messages.map((m) => ({ ...m, session: b.session })));
+  // `at` goes as text: the client sends a timestamptz parameter through a Date, which
+  // would lose the microseconds that order messages said within one millisecond.
   return sql`
     insert into agent_websocket.messages
       (id, session_id, owner, conversation, role, content, created_at)
-    select u.id, s.id, s.owner, s.conversation, u.role, u.content, u.at
+    select u.id, s.id, s.owner, s.conversation, u.role, u.content, u.at::timestamptz
     from unnest(
       ${rows.map((r) => r.id)}::uuid[],
       ${rows.map((r) => r.session)}::text[],
       ${rows.map((r) => r.role)}::text[],
       ${rows.map((r) => r.content)}::text[],
-      ${rows.map((r) => r.at)}::timestamptz[]
+      ${rows.map((r) => r.at)}::text[]
     ) as u(id, session_id, role, content, at)
     join agent_websocket.sessions s on s.id = u.session_id
     where s.instance = ${instance} and s.conversation is not null
     on conflict (id) do nothing`;
+}
+
+/**
+ * Keeps the newest `cap` messages (by when they were said) of each of these
+ * conversations, deleting at most `batch` older ones in all; returns how many
+ * each had before, counted up to `cap + 1` (so over `cap` means it was over
+ * and may still be). Each conversation costs a range of the
+ * `messages_session_said` index no longer than `cap` (migration
+ * 20261203000000_memory_cap.sql); no other conversation is read.
+ *
+ * @example
+ * ```ts ignore
+ * const counted = await trimMessages(sql, ["conv_…"], 5000, 5000);
+ * ```
+ */
+export async function trimMessages(
+  sql: postgres.Sql,
+  sessions: string[],
+  cap: number,
+  batch: number,
+): Promise<{ id: string; n: number }[]> {
+  // The select sees the rows as they were before the delete (one snapshot).
+  return await sql<{ id: string; n: number }[]>`
+    with t as (select distinct id from unnest(${sessions}::text[]) as t(id)),
+    cut as (
+      select t.id, c.created_at, c.mid from t
+      cross join lateral (
+        select m.created_at, m.id as mid from agent_websocket.messages m
+        where m.session_id = t.id
+        order by m.created_at desc, m.id desc
+        offset ${cap} limit 1) c
+    ), gone as (
+      delete from agent_websocket.messages where id in (
+        select o.id from cut
+        cross join lateral (
+          select m.id from agent_websocket.messages m
+          where m.session_id = cut.id and (m.created_at, m.id) <= (cut.created_at, cut.mid)
+          order by m.created_at, m.id
+          limit ${batch}) o
+        limit ${batch})
+    )
+    select t.id, (
+      select count(*) from (
+        select 1 from agent_websocket.messages m where m.session_id = t.id limit ${cap + 1}) x
+    )::int as n
+    from t`;
 }
 
 /**

@@ -14,7 +14,8 @@ import { PostgresStore } from "./postgres.ts";
 import { MemoryStore, type SessionStore, type StoreLimits } from "./store.ts";
 
 /** Where the migrations that create the schema are, named in every message about it. */
-export const MIGRATION = "supabase/migrations/ (20261122…, 20261130…, 20261201…, 20261202…)";
+export const MIGRATION =
+  "supabase/migrations/ (20261122…, 20261130…, 20261201…, 20261202…, 20261203…)";
 
 /** What {@linkcode openStore} chose, and why (one sentence, also logged). */
 export interface OpenedStore {
@@ -85,6 +86,7 @@ export async function openStore(
     maxHistoryChars: config.maxHistoryChars,
     replayMaxFrames: config.replayMaxFrames,
     replayMaxBytes: config.replayMaxBytes,
+    memoryMaxMessages: config.memoryMaxMessages,
   };
   const { mode, url } = config.store;
   const memory = (why: string, level: "info" | "warn"): OpenedStore => {

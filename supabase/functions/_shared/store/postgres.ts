@@ -39,15 +39,22 @@ import {
   trimHistory,
 } from "./store.ts";
 import { WriteBuffer, type WriteBufferLimits, type WriteOp } from "./write_buffer.ts";
-import { DEFAULT_CONVERSATION_RETENTION_DAYS, memorable, searchTerms } from "./memory.ts";
+import {
+  DEFAULT_CONVERSATION_RETENTION_DAYS,
+  DEFAULT_MEMORY_MAX_MESSAGES,
+  memorable,
+  searchTerms,
+} from "./memory.ts";
 import {
   clearConversations,
   expireMessages,
   expiresAt,
   insertMessages,
+  isoMicros,
   listConversations,
   releasedExpiry,
   searchMessages,
+  trimMessages,
 } from "./memory_sql.ts";
 
 /** What {@linkcode PostgresStore} needs. */
@@ -86,6 +93,12 @@ export const DEFAULT_BUFFER: WriteBufferLimits = { maxFrames: 100_000, maxBytes:
 
 /** Sessions deleted, and old frames trimmed, per statement, so upkeep never locks for long. */
 const BATCH = 500;
+
+/**
+ * Conversations trimmed to the memory cap per statement: each costs an index
+ * range up to the cap, so a statement stays short.
+ */
+const TRIM_SESSIONS = 20;
 
 /** How long close() may spend writing what is left before it gives up. */
 const CLOSE_TIMEOUT_MS = 3000;
@@ -165,6 +178,16 @@ export class PostgresStore implements SessionStore {
   #history = new Map<string, ChatMessage[]>();
   /** Names of the conversations among the sessions this process created, loaded or claimed. */
   #conversations = new Map<string, string>();
+  /** Conversations written to from here since the last upkeep: only they may have grown past the cap. */
+  #memoryWritten = new Set<string>();
+  /**
+   * At most this many messages are stored of a conversation held here (counted
+   * at an upkeep, plus what was written since): one known under the cap is not
+   * read again. Absent: not known (another process may have written to it).
+   */
+  #memoryStored = new Map<string, number>();
+  /** The last time given to a message said here (µs): strictly increasing. */
+  #saidUs = 0;
   #chain: Promise<void> = Promise.resolve();
   /** The upkeep pass queued or running, if any. */
   #upkeep: Promise<void> | undefined;
@@ -352,16 +375,49 @@ export class PostgresStore implements SessionStore {
   /** Queues what was said in a conversation for search, with the next batch. */
   #remember(id: string, messages: ChatMessage[]): void {
     if (!this.#conversations.has(id)) return;
-    const at = new Date().toISOString();
+    const now = Date.now() * 1000;
     this.#buf.memory(
       id,
       memorable(messages).map((m) => ({
         id: crypto.randomUUID(),
         role: m.role,
         content: storable(m.content),
-        at,
+        at: isoMicros(this.#saidUs = Math.max(now, this.#saidUs + 1)),
       })),
     );
+  }
+
+  /**
+   * Drops the oldest messages past the cap of the conversations written to
+   * since the last upkeep, unless known to be under it; a few per statement.
+   * One still over after a statement (its excess was above the batch) is
+   * read again at the next upkeep.
+   */
+  async #trimMemory(): Promise<void> {
+    const cap = this.#o.limits.memoryMaxMessages ?? DEFAULT_MEMORY_MAX_MESSAGES;
+    const due = [...this.#memoryWritten].filter((id) =>
+      (this.#memoryStored.get(id) ?? Infinity) > cap
+    );
+    this.#memoryWritten.clear();
+    for (let i = 0; i < due.length; i += TRIM_SESSIONS) {
+      let counted: { id: string; n: number }[];
+      try {
+        counted = await this.#query((sql) =>
+          trimMessages(sql, due.slice(i, i + TRIM_SESSIONS), cap, BATCH * 10)
+        );
+      } catch (err) {
+        for (const id of due.slice(i)) this.#memoryWritten.add(id);
+        throw err;
+      }
+      for (const { id, n } of counted) {
+        if (!this.#conversations.has(id)) continue;
+        if (n <= cap) this.#memoryStored.set(id, n);
+        else {
+          this.#memoryStored.delete(id);
+          this.#memoryWritten.add(id);
+        }
+      }
+    }
   }
 
   // --- writing ---------------------------------------------------------------
@@ -604,7 +660,15 @@ export class PostgresStore implements SessionStore {
           order by id for update)`);
     }
     // Last: a retry after a failure above writes each message once (by its id) anyway.
-    if (memory.length > 0) await this.#timed(insertMessages(sql, instance, memory));
+    if (memory.length > 0) {
+      await this.#timed(insertMessages(sql, instance, memory));
+      for (const { session, messages } of memory) {
+        if (!this.#conversations.has(session)) continue;
+        this.#memoryWritten.add(session);
+        const stored = this.#memoryStored.get(session);
+        if (stored !== undefined) this.#memoryStored.set(session, stored + messages.length);
+      }
+    }
     return ops;
   }
 
@@ -620,6 +684,7 @@ export class PostgresStore implements SessionStore {
     this.#history.delete(id);
     this.#claims.delete(id);
     this.#conversations.delete(id);
+    this.#memoryStored.delete(id);
     this.#buf.discard(id);
     this.#settleWaiters(id, Infinity, false);
     this.#o.log.info("store_session_lost", { session: id });
@@ -1007,6 +1072,7 @@ export class PostgresStore implements SessionStore {
     await this.flush();
     // Another process held it: what it wrote is the truth now.
     this.#history.delete(id);
+    this.#memoryStored.delete(id);
     const [row] = await this.#query((sql) =>
       sql`
         update agent_websocket.sessions
@@ -1046,6 +1112,7 @@ export class PostgresStore implements SessionStore {
     await this.flush().finally(() => this.#settleWaiters(id, Infinity, false));
     this.#history.delete(id);
     this.#conversations.delete(id);
+    this.#memoryStored.delete(id);
     this.#buf.forget(id);
     await this.#query((sql) =>
       sql`
@@ -1061,15 +1128,17 @@ export class PostgresStore implements SessionStore {
     this.#history.delete(id);
     this.#claims.delete(id);
     this.#conversations.delete(id);
+    this.#memoryStored.delete(id);
     this.#buf.delete(id);
     this.#settleWaiters(id, Infinity, false);
     await this.flush().catch(() => {});
   }
 
   /**
-   * Renews this process's sessions and deletes expired ones. Never throws:
-   * while the database is away it does nothing (the writer reports the
-   * state and finds out when it is back).
+   * Renews this process's sessions, deletes expired ones and trims the
+   * conversations written to since the last pass to the memory cap. Never
+   * throws: while the database is away it does nothing (the writer reports
+   * the state and finds out when it is back).
    */
   maintain(): Promise<void> {
     if (this.#state !== "ok" || this.#closed) return Promise.resolve();
@@ -1105,6 +1174,7 @@ export class PostgresStore implements SessionStore {
           limit ${BATCH * 10})`
     );
     await this.#query((sql) => expireMessages(sql, BATCH * 10));
+    await this.#trimMemory();
     await this.#query((sql) =>
       sql`
         delete from agent_websocket.sessions

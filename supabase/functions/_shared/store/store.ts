@@ -9,6 +9,7 @@ import type { ChatMessage } from "../model/model.ts";
 import type { ConversationSummary, MemoryHit } from "../protocol/wire.ts";
 import type { Bus } from "./bus.ts";
 import {
+  DEFAULT_MEMORY_MAX_MESSAGES,
   hitContent,
   matchCount,
   MAX_CONVERSATIONS_LISTED,
@@ -32,6 +33,11 @@ export interface StoreLimits {
   replayMaxFrames: number;
   /** Most bytes of frames kept for replay. */
   replayMaxBytes: number;
+  /**
+   * Most messages one conversation keeps for search (default
+   * {@linkcode DEFAULT_MEMORY_MAX_MESSAGES}); the oldest said go first.
+   */
+  memoryMaxMessages?: number;
 }
 
 /** What {@linkcode SessionStore.framesAfter} finds. */
@@ -233,7 +239,11 @@ export interface SessionStore {
   release(sessionId: string): Promise<void>;
   /** Forgets the session entirely. */
   delete(sessionId: string): Promise<void>;
-  /** Periodic upkeep: liveness of held sessions, deletion of expired ones. */
+  /**
+   * Periodic upkeep: liveness of held sessions, deletion of expired ones, and
+   * the oldest messages of conversations written to since the last upkeep
+   * dropped past {@linkcode StoreLimits.memoryMaxMessages}.
+   */
   maintain(): Promise<void>;
   close(): Promise<void>;
 }
@@ -271,9 +281,11 @@ interface KeptConversation {
   held: boolean;
 }
 
-/** Most messages of one conversation kept for search by the memory store. */
-export const MEMORY_LOG_MESSAGES = 1000;
-/** Most characters of them (the oldest messages go first). */
+/**
+ * Most characters of one conversation's messages the memory store keeps for
+ * search, besides the message cap (the oldest messages go first): its memory
+ * is the isolate's.
+ */
 export const MEMORY_LOG_CHARS = 200_000;
 /**
  * Most released conversations the memory store keeps; past it the least
@@ -332,8 +344,11 @@ export class MemoryStore implements SessionStore {
   readonly durable = false;
   #entries = new Map<string, MemoryEntry>();
   #bytes = 0;
+  readonly #maxMessages: number;
 
-  constructor(readonly limits: StoreLimits) {}
+  constructor(readonly limits: StoreLimits) {
+    this.#maxMessages = limits.memoryMaxMessages ?? DEFAULT_MEMORY_MAX_MESSAGES;
+  }
 
   get memoryBytes(): number {
     return this.#bytes;
@@ -472,7 +487,7 @@ export class MemoryStore implements SessionStore {
     let drop = 0;
     while (
       drop < c.log.length &&
-      (c.log.length - drop > MEMORY_LOG_MESSAGES || c.logChars > MEMORY_LOG_CHARS)
+      (c.log.length - drop > this.#maxMessages || c.logChars > MEMORY_LOG_CHARS)
     ) c.logChars -= c.log[drop++].content.length;
     if (drop > 0) c.log = c.log.slice(drop);
     c.updatedAt = at;
