@@ -8,7 +8,14 @@ import { deadline, eventually, startStack, TestClient } from "./helpers.ts";
 
 Deno.test("past the CPU budget, idle sessions are handed over at once and answers finish first", async () => {
   const stack = await startStack(
-    { CPU_BUDGET_SOFT_MS: "250", RESUME_WINDOW_SECONDS: "5", LOG_LEVEL: "info" },
+    {
+      CPU_BUDGET_SOFT_MS: "250",
+      RESUME_WINDOW_SECONDS: "5",
+      LOG_LEVEL: "info",
+      // 1000 tokens 3 ms apart take over 3 s, more on a loaded machine: the stack's 5 s total
+      // timeout would end the answer with `upstream_timeout`, which is not what this is about.
+      UPSTREAM_TOTAL_TIMEOUT_SECONDS: "60",
+    },
     { tokenDelayMs: 0 },
   );
   try {
@@ -41,7 +48,11 @@ Deno.test("past the CPU budget, idle sessions are handed over at once and answer
     assertEquals([refused.code, refused.retryable], ["draining", true]);
     // The answer in flight is not cut: it ends whole, then the socket goes.
     const final = await busy.client.terminal(id, 20_000);
-    assertEquals([final.type, final.finish_reason], ["response", "stop"]);
+    assertEquals(
+      [final.type, final.finish_reason],
+      ["response", "stop"],
+      `ended whole, not ${final.code}: ${final.message}`,
+    );
     assertEquals(final.content, tokens.join(""));
     const after = await busy.client.waitFor((f) => f.event === "shutdown", "shutdown after");
     assert(after.seq > final.seq, "the shutdown comes after the answer");

@@ -15,6 +15,7 @@ import { type SessionStore, StoreError } from "../store/store.ts";
 import type { Bus, BusMessage } from "../store/bus.ts";
 import { CLOSE } from "../protocol/codes.ts";
 import { AgentError, errorFrame } from "../protocol/errors.ts";
+import { frameBytes } from "../protocol/frames.ts";
 import type { Peer, Session, SessionOwner } from "../session/session.ts";
 import type { SessionRegistry } from "../session/registry.ts";
 import type { SessionBounds } from "../session/bounds.ts";
@@ -77,8 +78,6 @@ export interface Placement {
   /** This process stops: relayed sockets are told and closed (they reconnect elsewhere). */
   closeRelays(reason: string): void;
 }
-
-const encoder = new TextEncoder();
 
 /** Why a socket could not have the session it asked for. */
 type Refusal = { code: "not_found" | "resume_gap"; message: string };
@@ -475,10 +474,8 @@ export function createPlacement(deps: PlacementDeps): Placement {
         });
         return;
       }
-      if (
-        data.length * 3 > config.hardMaxMessageBytes &&
-        encoder.encode(data).length > config.hardMaxMessageBytes
-      ) {
+      // Past the hard cap the socket closes here; the holder checks the rest as for its own.
+      if (frameBytes(data, config.hardMaxMessageBytes) > config.hardMaxMessageBytes) {
         closeQuietly(conn.socket, CLOSE.tooLarge, "Message too large");
         return;
       }

@@ -14,12 +14,15 @@ import type { UserLimits } from "../platform/limits.ts";
 import type { ModelBackend } from "../model/model.ts";
 import { CLOSE } from "../protocol/codes.ts";
 import { AgentError, errorFrame } from "../protocol/errors.ts";
-import { type ClientFrame, parseClientFrame, type QueryFrame } from "../protocol/frames.ts";
+import {
+  type ClientFrame,
+  frameBytes,
+  parseClientFrame,
+  type QueryFrame,
+} from "../protocol/frames.ts";
 import type { Peer, Session } from "../session/session.ts";
 import type { Commands } from "./commands.ts";
 import type { ToolSet } from "./tools.ts";
-
-const encoder = new TextEncoder();
 
 type ToolAnswerFrame = Extract<ClientFrame, { type: "tool_result" | "approval" }>;
 
@@ -120,20 +123,17 @@ export function createRouter(deps: RouterDeps): Router {
         "Binary frames are not supported; send JSON text",
       );
     }
-    // A UTF-8 character is at most 3 bytes per UTF-16 unit, so short frames skip encoding.
-    if (data.length * 3 > config.maxMessageBytes) {
-      const bytes = encoder.encode(data).length;
-      if (bytes > config.hardMaxMessageBytes) {
-        session.counters.errors++;
-        peer.close(CLOSE.tooLarge, "Message too large");
-        return;
-      }
-      if (bytes > config.maxMessageBytes) {
-        throw new AgentError(
-          "message_too_large",
-          `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
-        );
-      }
+    const bytes = frameBytes(data, config.maxMessageBytes);
+    if (bytes > config.hardMaxMessageBytes) {
+      session.counters.errors++;
+      peer.close(CLOSE.tooLarge, "Message too large");
+      return;
+    }
+    if (bytes > config.maxMessageBytes) {
+      throw new AgentError(
+        "message_too_large",
+        `Frame is ${bytes} bytes; the limit is ${config.maxMessageBytes}`,
+      );
     }
     const parsed = parseClientFrame(data, config.maxContentChars);
     if (!parsed.ok) {

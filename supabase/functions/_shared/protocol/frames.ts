@@ -158,6 +158,23 @@ function clientId(value: Record<string, unknown>): string | undefined {
     : undefined;
 }
 
+const encoder = new TextEncoder();
+
+/**
+ * The UTF-8 size of a text frame, or 0 when it cannot exceed `limit` bytes:
+ * a UTF-16 unit is at most 3 bytes of UTF-8, so short frames skip encoding.
+ *
+ * @example
+ * ```ts
+ * import { frameBytes } from "./frames.ts";
+ * frameBytes("héllo", 100); // 0: five units are at most 15 bytes
+ * frameBytes("héllo", 10); // 6
+ * ```
+ */
+export function frameBytes(data: string, limit: number): number {
+  return data.length * 3 > limit ? encoder.encode(data).length : 0;
+}
+
 /**
  * Whether a string can be stored: Postgres `text` and `jsonb` refuse U+0000,
  * and an unpaired surrogate has no UTF-8 form. One such string used to fail
