@@ -505,7 +505,8 @@ Deno.test({
 
 Deno.test({
   name: "postgres store: another process claims a conversation and remembers in it; a clear " +
-    "made elsewhere sticks once the holder forgets its cached history",
+    "made elsewhere sticks once the holder forgets its cached history, and covers the frames " +
+    "it sent until then",
   ignore: !dbAvailable,
   async fn() {
     const a = pgStore();
@@ -520,11 +521,29 @@ Deno.test({
       const claimed = await b.claim(id);
       assertEquals(claimed?.conversation, "shared");
       await b.appendHistory(id, qa("second", "two"));
+      b.appendFrame(id, { seq: 1, json: '{"seq":1,"said":"second"}' });
       await b.flush();
       assertEquals((await a.conversations(owner))[0].messages, 4, "b learned it from claim()");
-      // a clears while b holds it; b is told and forgets what it cached.
+      // a clears while b holds it; b is told and forgets what it cached. What b sent
+      // before it heard (possibly from that cache) is cleared too, written or not.
       assertEquals(await a.clearMemory(owner, "shared"), [id]);
+      b.appendFrame(id, { seq: 2, json: '{"seq":2,"said":"second, from the cache"}' });
       await b.forgetHistory([id]);
+      b.appendFrame(id, { seq: 3, json: '{"seq":3,"said":"after"}' });
+      await b.flush();
+      for (const store of [a, b]) {
+        const gap = await store.framesAfter(id, 0);
+        assert(!gap.ok && gap.reason === "cleared" && gap.clearedSeq === 2, JSON.stringify(gap));
+        assertEquals(await store.framesAfter(id, 2), {
+          ok: true,
+          frames: [{ seq: 3, json: '{"seq":3,"said":"after"}' }],
+        });
+      }
+      // Frame 2 was written after b heard (it was waiting): never read, gone at b's upkeep.
+      await b.maintain();
+      const kept = await a.sql<{ seq: string }[]>`
+        select seq from agent_websocket.frames where session_id = ${id} order by seq`;
+      assertEquals(kept.map((r) => Number(r.seq)), [3]);
       await b.appendHistory(id, qa("third", "three"));
       await b.flush();
       const [row] = await a.sql<{ history: ChatMessage[] }[]>`

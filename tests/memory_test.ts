@@ -254,6 +254,11 @@ async function ask(client: TestClient, content: string): Promise<void> {
   assertEquals(t.type, "response", `answered: ${content}`);
 }
 
+/** Whether a frame carries a word (in any field). */
+function says(f: Frame, word: string): boolean {
+  return JSON.stringify(f).includes(word);
+}
+
 /** Runs a test on a server with each store: memory, and Postgres (a database of its own). */
 const withEachStore: [
   string,
@@ -312,6 +317,70 @@ for (const [storeName, ignore, withStore] of withEachStore) {
         await again.close();
         await work.close();
       }, { RESUME_WINDOW_SECONDS: "5" });
+    },
+  });
+
+  Deno.test({
+    name: `conversations (${storeName}): clear_memory forgets the frames kept for resume too; ` +
+      "live sockets, resumes from after the clear and other sessions go on",
+    ignore,
+    async fn() {
+      await withStore(async (stack) => {
+        const join = async (query: string) => {
+          const client = await TestClient.connect(`${stack.wsUrl}?${query}`);
+          const first = await client.waitFor(
+            (f) => f.event === "connected" || f.event === "resumed" || f.type === "error",
+            `first frame of ${query}`,
+          );
+          return { client, first };
+        };
+        const notes = (await join("conversation=notes")).client;
+        const other = (await join("conversation=other")).client;
+        const plain = await TestClient.open(stack.wsUrl);
+        await ask(notes, "The quokka vault code is 7731");
+        await ask(other, "Keep the wombat list");
+        await ask(plain.client, "Note the wombat plan");
+        // Before the clear a resume from 0 is sent the old answer (what the clear must stop).
+        const before = await join("conversation=notes&last_seq=0");
+        assertEquals(before.first.event, "resumed");
+        await before.client.waitFor((f) => says(f, "quokka"), "the old answer, before the clear");
+        await before.client.close();
+
+        const cleared = await command(notes, "clear_memory", { conversation: "notes" });
+        assertEquals(cleared.cleared, 1);
+        const late = await join("conversation=notes&last_seq=0");
+        assertEquals([late.first.type, late.first.code, late.first.seq], [
+          "error",
+          "resume_gap",
+          0,
+        ]);
+        await late.client.waitFor((f) => f.event === "connected", "in the conversation again");
+        await ask(late.client, "What is on the shopping list?");
+        assert(!late.client.frames.some((f) => says(f, "quokka")), "no old frame comes back");
+        // From the clear point on, a resume gets exactly what followed.
+        const after = await join(`conversation=notes&last_seq=${cleared.seq - 1}`);
+        assertEquals(after.first.event, "resumed");
+        const replay = after.client.frames.slice(1, 1 + after.first.replayed);
+        assertEquals(replay[0].id, cleared.id, "the first frame after the clear is its answer");
+        assertEquals(replay.map((f) => f.seq), replay.map((_, i) => cleared.seq + i));
+        assert(!replay.some((f) => says(f, "quokka")));
+        // The socket attached through the clear goes on, its seq without a gap.
+        await ask(notes, "And the bakery hours?");
+        const seqs = notes.frames.filter((f) => f.seq > 0).map((f) => f.seq);
+        assertEquals(seqs, seqs.map((_, i) => seqs[0] + i), "gapless");
+        assert(notes.frames.some((f) => says(f, "bakery")));
+        // Another conversation and a plain session keep their frames.
+        const still = await join("conversation=other&last_seq=0");
+        assertEquals(still.first.event, "resumed");
+        await still.client.waitFor((f) => says(f, "wombat"), "the other conversation's answer");
+        await plain.client.close();
+        const back = await join(`session_id=${plain.connected.session_id}&last_seq=0`);
+        assertEquals(back.first.event, "resumed");
+        await back.client.waitFor((f) => says(f, "wombat"), "the plain session's answer");
+        for (const c of [notes, other, late.client, after.client, still.client, back.client]) {
+          await c.close();
+        }
+      }, {});
     },
   });
 
@@ -380,7 +449,8 @@ Deno.test({
 
 Deno.test({
   name: "conversations on two processes: a clear made on one sticks on the one holding the " +
-    "conversation (it drops its cached history)",
+    "conversation (it drops its cached history), and a resume from before it on either " +
+    "process gets none of its frames",
   ignore: !dbAvailable,
   async fn() {
     const db = await tempDatabase(true);
@@ -390,7 +460,7 @@ Deno.test({
     try {
       const holder = await TestClient.connect(`${a.wsUrl}?conversation=notes`);
       await holder.waitFor((f) => f.event === "connected", "connected");
-      await ask(holder, "alpha question");
+      await ask(holder, "alpha quokka question");
       const other = (await TestClient.open(b.wsUrl)).client;
       assertEquals((await command(other, "clear_memory", { conversation: "notes" })).cleared, 1);
       // The holder hears of it through the bus; until then its cache still has alpha.
@@ -402,6 +472,23 @@ Deno.test({
       const history = await command(holder, "history");
       assertEquals(history.messages[0].content, "beta question");
       assertEquals(history.messages.length, 2);
+      // A resume from 0 on the holder, and one relayed from the other process.
+      const here = await TestClient.connect(`${a.wsUrl}?conversation=notes&last_seq=0`);
+      const gap = await here.waitFor((f) => f.type === "error", "resume_gap on the holder");
+      assertEquals(gap.code, "resume_gap");
+      const there = await TestClient.connect(`${b.wsUrl}?conversation=notes&last_seq=0`);
+      await there.waitFor((f) => f.event === "resumed", "resumed through the relay");
+      await ask(there, "gamma question");
+      await here.waitFor((f) => says(f, "gamma") && f.done === true, "the answer on the holder");
+      for (const c of [here, there]) {
+        assert(
+          !c.frames.some((f) => says(f, "quokka")),
+          `no frame from before the clear: ${
+            JSON.stringify(c.frames.filter((f) => says(f, "quokka")))
+          }`,
+        );
+        await c.close();
+      }
       assertEquals((await command(other, "search_memory", { query: "alpha" })).results, []);
       await holder.close();
       await other.close();

@@ -201,9 +201,9 @@ export function createRelays(deps: RelaysDeps): Relays {
       for (let round = 0; round < 20 && sock.lastSent < r.latest; round++) {
         const result = await store.framesAfter(r.id, sock.lastSent);
         if (!result.ok) {
-          // Never stored (its holder dropped it): the socket skips what is gone.
+          // Never stored (its holder dropped it) or cleared: the socket skips what is gone.
           log.warn("relay_gap", { session: r.id, socket: sock.id, missing: result.missingSeq });
-          sock.lastSent = Math.max(sock.lastSent, result.missingSeq);
+          sock.lastSent = Math.max(sock.lastSent, result.missingSeq, result.clearedSeq ?? 0);
           continue;
         }
         if (result.frames.length === 0) break;

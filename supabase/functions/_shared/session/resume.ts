@@ -94,7 +94,10 @@ export async function collectReplay(session: Session, lastSeq: number): Promise<
       return {
         ok: false,
         code: "resume_gap",
-        message: r.reason === "trimmed"
+        message: r.reason === "cleared"
+          ? `The conversation was cleared (clear_memory) since frame ${lastSeq}: its frames up ` +
+            `to ${r.clearedSeq} are gone`
+          : r.reason === "trimmed"
           ? `Frames after ${lastSeq} are no longer kept (oldest kept: ${r.oldestSeq}); ` +
             "starting a new session"
           : `Frame ${r.missingSeq} was never stored (its server stopped before writing it, or ` +

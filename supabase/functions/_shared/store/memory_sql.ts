@@ -151,8 +151,13 @@ export async function searchMessages(
 }
 
 /**
- * Empties the history and deletes the messages of one of the owner's
- * conversations, or of all; returns the session ids cleared.
+ * Empties the history and deletes the messages and the frames of one of the
+ * owner's conversations, or of all, in one statement; returns the session ids
+ * cleared. `cleared_seq` records where the clear took the replay log: a
+ * resume from before it is told the frames were cleared (not lost), and a
+ * frame up to it is never read again — also one the holder committed while
+ * this statement waited for its lock (this statement's snapshot is older, so
+ * it is left for the holder's next upkeep to delete).
  *
  * @example
  * ```ts ignore
@@ -167,7 +172,7 @@ export async function clearConversations(
   // Rows are locked in id order, like every statement that changes several sessions.
   const rows = await sql<{ id: string }[]>`
     with c as (
-      update agent_websocket.sessions set history = '[]'::jsonb
+      update agent_websocket.sessions set history = '[]'::jsonb, cleared_seq = last_seq
       where id in (
         select id from agent_websocket.sessions
         where coalesce(owner, '') = ${key(owner)} and conversation is not null
@@ -176,9 +181,46 @@ export async function clearConversations(
       returning id
     ), d as (
       delete from agent_websocket.messages where session_id in (select id from c)
+    ), f as (
+      delete from agent_websocket.frames where session_id in (select id from c)
     )
     select id from c`;
   return rows.map((r) => r.id);
+}
+
+/**
+ * Extends the clear of conversations this instance holds over what it sent
+ * before it heard of the clear (from its cached history): `cleared_seq`
+ * becomes at least their last seq written and `upTo` (what waits to be
+ * written), and their frames up to it are deleted.
+ *
+ * @example
+ * ```ts ignore
+ * await clearThrough(sql, instance, [{ id: "conv_…", upTo: 42 }]);
+ * ```
+ */
+export function clearThrough(
+  sql: postgres.Sql,
+  instance: string,
+  sessions: { id: string; upTo: number }[],
+): postgres.PendingQuery<postgres.Row[]> {
+  return sql`
+    with v as (
+      select * from unnest(
+        ${sessions.map((s) => s.id)}::text[], ${sessions.map((s) => s.upTo)}::bigint[]
+      ) as v(id, up_to)
+    ), c as (
+      update agent_websocket.sessions s
+      set cleared_seq = greatest(s.cleared_seq, s.last_seq, v.up_to)
+      from v
+      where s.id = v.id and s.id in (
+        select id from agent_websocket.sessions
+        where id in (select id from v) and instance = ${instance} and conversation is not null
+        order by id for no key update)
+      returning s.id, s.cleared_seq
+    )
+    delete from agent_websocket.frames f using c
+    where f.session_id = c.id and f.seq <= c.cleared_seq`;
 }
 
 /**

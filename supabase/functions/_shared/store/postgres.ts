@@ -47,6 +47,7 @@ import {
 } from "./memory.ts";
 import {
   clearConversations,
+  clearThrough,
   expireMessages,
   expiresAt,
   insertMessages,
@@ -347,6 +348,11 @@ export class PostgresStore implements SessionStore {
     return this.#serial(async () => {
       const ids = await this.#query((sql) => clearConversations(sql, owner, conversation));
       this.#forgetMemory(ids);
+      // Sent from here and not yet written (an answer streaming from the old history).
+      const pending = this.#pendingOfHeld(ids).filter((p) => p.upTo > 0);
+      if (pending.length > 0) {
+        await this.#query((sql) => clearThrough(sql, this.#o.instance, pending));
+      }
       return ids;
     });
   }
@@ -354,10 +360,28 @@ export class PostgresStore implements SessionStore {
   /**
    * Drops what this process holds of cleared conversations (told by the one
    * that cleared them): the cached history is read again, and what waited to
-   * be written of them is not written.
+   * be written of them is not written. What it sent of them until now may
+   * carry that cache (an answer, a `history`), so the clear is extended over
+   * it: a resume from before this point gets none of it. Frames waiting to
+   * be written are still written (the sockets attached now wait for them)
+   * but never replayed, and deleted by the next upkeep.
    */
   forgetHistory(sessionIds: string[]): Promise<void> {
-    return this.#serial(() => Promise.resolve(this.#forgetMemory(sessionIds)));
+    return this.#serial(async () => {
+      this.#forgetMemory(sessionIds);
+      const held = this.#pendingOfHeld(sessionIds);
+      if (held.length > 0) await this.#query((sql) => clearThrough(sql, this.#o.instance, held));
+    });
+  }
+
+  /**
+   * The sessions among these held here, each with the last seq waiting to be
+   * written (0: none). Asked within the chain, where no write of this process
+   * runs: what waits in the buffer is all that is not written.
+   */
+  #pendingOfHeld(ids: string[]): { id: string; upTo: number }[] {
+    return ids.filter((id) => this.#claims.has(id) && possibleId(id))
+      .map((id) => ({ id, upTo: this.#buf.pendingAfter(id, 0).at(-1)?.seq ?? 0 }));
   }
 
   /** A held session's new expiry: the retention for a conversation, else the resume window. */
@@ -872,7 +896,7 @@ export class PostgresStore implements SessionStore {
       // Every column this version reads or writes: an older schema fails here.
       await sql`
         select id, owner, last_seq, history, open_queries, instance, heartbeat_at,
-          expires_at, updated_at, suspended, conversation, claims
+          expires_at, updated_at, suspended, conversation, claims, cleared_seq
         from agent_websocket.sessions limit 0`;
       await sql`select session_id, seq, frame from agent_websocket.frames limit 0`;
       await sql`
@@ -934,39 +958,53 @@ export class PostgresStore implements SessionStore {
     const limit = this.#o.limits.replayMaxFrames + 1;
     // Local frames first: a write that commits while we query moves them to the table.
     const local = this.#local(id, seq);
-    let rows: { seq: string; frame: string }[];
+    let rows: { cleared: string; seq: string | null; frame: string | null }[];
     try {
+      // One row with no frame when there is none; none when there is no session.
       rows = await this.#query((sql) =>
-        sql<{ seq: string; frame: string }[]>`
-          select seq, frame from agent_websocket.frames
-          where session_id = ${id} and seq > ${seq}
-          order by seq
-          limit ${limit}`
+        sql<{ cleared: string; seq: string | null; frame: string | null }[]>`
+          select s.cleared_seq as cleared, f.seq, f.frame
+          from agent_websocket.sessions s
+          left join lateral (
+            select seq, frame from agent_websocket.frames
+            where session_id = s.id and seq > greatest(${seq}, s.cleared_seq)
+            order by seq
+            limit ${limit}) f on true
+          where s.id = ${id}`
       );
     } catch (err) {
       // The database is away, but what this process still holds may be all the client needs.
       const held = this.#local(id, seq);
-      if (held.length > 0 && held[0].seq === seq + 1) return this.#complete(id, seq, held, null);
+      if (held.length > 0 && held[0].seq === seq + 1) {
+        return this.#complete(id, seq, held, null, 0);
+      }
       throw err;
     }
+    // Up to the clear nothing is read: not even a frame this process wrote as it cleared.
+    const cleared = rows.length > 0 ? Number(rows[0].cleared) : 0;
     const bySeq = new Map<number, StoredFrame>();
-    for (const r of rows) bySeq.set(Number(r.seq), { seq: Number(r.seq), json: r.frame });
+    const found = rows.filter((r) => r.seq !== null);
+    for (const r of found) bySeq.set(Number(r.seq), { seq: Number(r.seq), json: r.frame! });
     // Past the row limit the table has more; the next call reads on from there.
-    const cut = rows.length === limit ? Number(rows[rows.length - 1].seq) : Infinity;
-    for (const f of [...local, ...this.#local(id, seq)]) if (f.seq <= cut) bySeq.set(f.seq, f);
+    const cut = found.length === limit ? Number(found[found.length - 1].seq) : Infinity;
+    for (const f of [...local, ...this.#local(id, seq)]) {
+      if (f.seq <= cut && f.seq > cleared) bySeq.set(f.seq, f);
+    }
     const frames = [...bySeq.values()].sort((a, b) => a.seq - b.seq);
-    return await this.#complete(id, seq, frames, this.#sql);
+    return await this.#complete(id, seq, frames, this.#sql, cleared);
   }
 
   /**
    * The frames after `seq` when they follow on without a hole, or the truth
-   * about the first one missing: trimmed by the bounded log, or never stored.
+   * about the first one missing: cleared with the conversation (up to
+   * `cleared`), trimmed by the bounded log, or never stored.
    */
   async #complete(
     id: string,
     seq: number,
     frames: StoredFrame[],
     sql: postgres.Sql | null,
+    cleared: number,
   ): Promise<ReplayResult> {
     let missing = seq + 1;
     let i = 0;
@@ -976,15 +1014,27 @@ export class PostgresStore implements SessionStore {
     }
     const lost = this.#buf.firstLost(id, seq);
     const hole = i < frames.length || lost === missing;
-    if (!hole) return { ok: true, frames };
+    if (!hole && missing > cleared) return { ok: true, frames };
     const [info] = sql
       ? await this.#query((q) =>
         q<{ oldest: string | null; last: string | null }[]>`
-          select (select min(seq) from agent_websocket.frames where session_id = ${id}) as oldest,
+          select (
+              select min(seq) from agent_websocket.frames
+              where session_id = ${id} and seq > ${cleared}
+            ) as oldest,
             (select last_seq from agent_websocket.sessions where id = ${id}) as last`
       )
       : [{ oldest: null, last: null }];
     const oldest = info.oldest === null ? (frames[0]?.seq ?? 0) : Number(info.oldest);
+    if (missing <= cleared) {
+      return {
+        ok: false,
+        reason: "cleared",
+        missingSeq: missing,
+        oldestSeq: oldest,
+        clearedSeq: cleared,
+      };
+    }
     const last = info.last === null ? 0 : Number(info.last);
     const trimmed = lost !== missing && missing < oldest &&
       missing <= last - this.#o.limits.replayMaxFrames;
@@ -1194,14 +1244,17 @@ export class PostgresStore implements SessionStore {
           order by created_at limit ${BATCH * 10})`
     );
     // Each process trims the sessions it holds (an index range per session, not a
-    // scan of every frame); the others' are trimmed by their holders or expire.
+    // scan of every frame); the others' are trimmed by their holders or expire. Frames
+    // up to a clear go too: one written here while the clear waited for the lock
+    // outlived it (never read, but it holds what was said).
     await this.#query((sql) =>
       sql`
         delete from agent_websocket.frames
         where ctid in (
           select f.ctid from agent_websocket.sessions s
           join agent_websocket.frames f
-            on f.session_id = s.id and f.seq <= s.last_seq - ${limits.replayMaxFrames}
+            on f.session_id = s.id
+              and f.seq <= greatest(s.last_seq - ${limits.replayMaxFrames}, s.cleared_seq)
           where s.instance = ${instance}
           limit ${BATCH * 10})`
     );

@@ -53,13 +53,17 @@ export interface ReplayGap {
   /**
    * `trimmed`: older than what the bounded replay log keeps. `lost`: never
    * stored (its process died before writing it, or it was dropped while the
-   * database was away or because the database refused it).
+   * database was away or because the database refused it). `cleared`: the
+   * conversation was cleared (`clear_memory`) after it was sent, and its
+   * frames went with its history.
    */
-  reason: "trimmed" | "lost";
+  reason: "trimmed" | "lost" | "cleared";
   /** The first seq after the asked one that is gone. */
   missingSeq: number;
   /** The oldest seq still kept (0 when none is). */
   oldestSeq: number;
+  /** With `cleared`: the last seq the clear took; the frames after it are kept. */
+  clearedSeq?: number;
 }
 
 /** How the store is doing, for `/health`. */
@@ -178,10 +182,11 @@ export interface SessionStore {
   /** Messages of the owner's conversations that match `query`, best first. */
   searchMemory(owner: string | null, query: string, limit: number): Promise<MemoryHit[]>;
   /**
-   * Clears the history and search memory of one of the owner's conversations,
-   * or of all of them; returns the session ids cleared. What this process
-   * holds of them is dropped too; other processes are told through
-   * {@linkcode SessionStore.forgetHistory}.
+   * Clears the history, search memory and replay log of one of the owner's
+   * conversations, or of all of them; returns the session ids cleared. A
+   * replay from before the clear is a gap (`cleared`), one from after it goes
+   * on as before. What this process holds of them is dropped too; other
+   * processes are told through {@linkcode SessionStore.forgetHistory}.
    */
   clearMemory(owner: string | null, conversation?: string): Promise<string[]>;
   /**
@@ -262,6 +267,8 @@ interface MemoryEntry {
   lastSeq: number;
   /** Frames up to this seq were let go of (a conversation released); a replay of them is a gap. */
   droppedThrough: number;
+  /** Frames up to this seq were cleared with the conversation's memory. */
+  clearedThrough: number;
   /** Set when the session is a named conversation. */
   conversation?: KeptConversation;
 }
@@ -467,6 +474,12 @@ export class MemoryStore implements SessionStore {
       e.historyChars = 0;
       e.conversation.log = [];
       e.conversation.logChars = 0;
+      // Its frames carry what was said: they go too. Sockets attached now go on live.
+      this.#bytes -= e.frameBytes;
+      e.frames = [];
+      e.head = 0;
+      e.frameBytes = 0;
+      e.clearedThrough = e.lastSeq;
       ids.push(id);
     }
     return Promise.resolve(ids);
@@ -576,6 +589,7 @@ export class MemoryStore implements SessionStore {
         frameBytes: 0,
         lastSeq: 0,
         droppedThrough: 0,
+        clearedThrough: 0,
       };
       this.#entries.set(id, e);
     }
@@ -629,6 +643,15 @@ export class MemoryStore implements SessionStore {
 
   framesAfter(id: string, seq: number): Promise<ReplayResult> {
     const e = this.#entries.get(id);
+    if (e && seq < e.clearedThrough) {
+      return Promise.resolve({
+        ok: false,
+        reason: "cleared",
+        missingSeq: seq + 1,
+        oldestSeq: e.frames.length === e.head ? 0 : e.frames[e.head].seq,
+        clearedSeq: e.clearedThrough,
+      });
+    }
     if (e && e.frames.length === e.head && seq < e.droppedThrough) {
       return Promise.resolve({ ok: false, reason: "trimmed", missingSeq: seq + 1, oldestSeq: 0 });
     }
