@@ -15,7 +15,7 @@ import { MemoryStore, type SessionStore, type StoreLimits } from "./store.ts";
 
 /** Where the migrations that create the schema are, named in every message about it. */
 export const MIGRATION =
-  "supabase/migrations/ (20261122…, 20261130…, 20261201…, 20261202…, 20261203…)";
+  "supabase/migrations/ (20261122…, 20261130…, 20261201…, 20261202…, 20261203…, 20261204…)";
 
 /** What {@linkcode openStore} chose, and why (one sentence, also logged). */
 export interface OpenedStore {
