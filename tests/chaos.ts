@@ -1278,6 +1278,13 @@ export class ChaosClient {
     return id;
   }
 
+  /** Sends frames the checker does not follow (pings, say) on the current socket. */
+  sendRaw(frames: Frame[]): void {
+    const sock = this.#sock;
+    if (!sock || sock.track.state !== "live") throw new Error(`${this.name} is not connected`);
+    for (const f of frames) sock.ws.send(JSON.stringify(f));
+  }
+
   /** Waits for a frame of the client's view matching `pred`, from now on. */
   next(pred: (f: Frame) => boolean, what: string, ms = 5000): Promise<Frame> {
     return deadline(

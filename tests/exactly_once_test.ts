@@ -9,6 +9,7 @@
  */
 import { assert, assertEquals } from "./assert.ts";
 import { dbAvailable } from "./db.ts";
+import { deadline } from "./helpers.ts";
 import {
   assertInvariants,
   type ChaosClient,
@@ -392,6 +393,30 @@ Deno.test({
         const short = c.query("short");
         assertEquals(await c.settle(short, 20_000), "terminal", "the question sent meanwhile");
         assertEquals(await c.settle(long, 5_000), "terminal", "the answer cut off");
+        await healed;
+        await stillWorks(c);
+      },
+      { tokens: 200, gapMs: 20 },
+      ["d:interrupted"],
+    ),
+});
+
+Deno.test({
+  name: "a client that keeps sending through the other process while the holder is cut off " +
+    "is closed with 1013 once 512 of its frames wait there; it resumes and goes on",
+  ...opts,
+  fn: () =>
+    withCluster(
+      async (cluster) => {
+        const { a, c, id } = await relayedMidAnswer(cluster);
+        const healed = cluster.partition(a, 10_000);
+        const closed = c.closed;
+        // One past what may wait unanswered for a holder that gives no answer: that one is
+        // refused by closing the socket.
+        c.sendRaw(Array.from({ length: 513 }, (_, i) => ({ type: "ping", id: `p${i}` })));
+        assertEquals(await deadline(closed, 5000, "the socket closed"), 1013, "try again later");
+        await c.resume(other(cluster, a));
+        assertEquals(await c.settle(id, 20_000), "terminal", "the answer cut off");
         await healed;
         await stillWorks(c);
       },
