@@ -78,7 +78,7 @@ Deno.test({
       const t = await client.terminal(client.query("remember this"), 5000);
       assertEquals(t.type, "response");
       // From here each round trip to Postgres takes 1.2 s: the release (a write, then a NOTIFY)
-      // takes longer than the store takes to close, so only waiting for it gets it said.
+      // is still under way while the process stops, and must not be cut off.
       proxy.delayMs = 600;
       await stack.close();
       stopped = true;

@@ -434,7 +434,7 @@ Deno.test({
       async (cluster) => {
         const { a, c, id } = await relayedMidAnswer(cluster);
         // A database in another region: every round trip of `a` takes 200 ms from here, so its
-        // release (a write, then a NOTIFY) is still under way as the store closes.
+        // release (a write, then a NOTIFY) is still under way while the process stops.
         a.proxy!.delayMs = 100;
         await cluster.stop(a, "SIGTERM");
         assertEquals(await c.settle(id, 15_000), "terminal", "the answer in flight");
