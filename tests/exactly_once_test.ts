@@ -402,6 +402,23 @@ Deno.test({
 });
 
 Deno.test({
+  name: "a question sent through a process that is cut off from Postgres for 1.5 s reaches the " +
+    "holder once it is back, and is answered once; nothing interrupted",
+  ...opts,
+  fn: () =>
+    withCluster(async (cluster) => {
+      const { a, c, id } = await relayedMidAnswer(cluster);
+      const healed = cluster.partition(other(cluster, a), 1500);
+      // The relay cannot publish it now: it must keep it and send it again, in order.
+      const short = c.query("short");
+      assertEquals(await c.settle(id, 15_000), "terminal", "the answer streaming on the holder");
+      assertEquals(await c.settle(short, 15_000), "terminal", "the question sent meanwhile");
+      await healed;
+      await stillWorks(c);
+    }, { tokens: 100, gapMs: 20 }),
+});
+
+Deno.test({
   name: "a client that keeps sending through the other process while the holder is cut off " +
     "is closed with 1013 once 512 of its frames wait there; it resumes and goes on",
   ...opts,

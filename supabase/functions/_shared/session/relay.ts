@@ -399,6 +399,8 @@ export function createRelays(deps: RelaysDeps): Relays {
       r.unackedBytes += data.length;
       // Acknowledgements ride on `watching`: a busy socket asks for one now and then.
       if (r.unacked.length % ACK_EVERY === 0) sayWatch(r).catch(() => {});
+      // A frame the database did not take (it was away) is sent again, in order: a later
+      // one acknowledged would otherwise acknowledge it too. Not once it is redelivered.
       publish({
         kind: "client",
         session: sessionId,
@@ -408,7 +410,7 @@ export function createRelays(deps: RelaysDeps): Relays {
         data,
         n: f.n,
         ...(retry ? { retry } : {}),
-      }).catch(() => {});
+      }, () => relayed.get(r.id) === r && r.unacked.includes(f));
     },
 
     leave(sessionId, socketId) {

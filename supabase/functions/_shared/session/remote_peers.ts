@@ -164,7 +164,9 @@ export function createRemotePeers(deps: RemotePeersDeps): RemotePeers {
     if (msg.n !== undefined) {
       let byRelay = took.get(session.id);
       if (!byRelay) took.set(session.id, byRelay = new Map());
-      byRelay.set(msg.from, Math.max(byRelay.get(msg.from) ?? 0, msg.n));
+      // Said twice (sent again after a publish that failed but got through): handled once.
+      if (msg.n <= (byRelay.get(msg.from) ?? 0)) return;
+      byRelay.set(msg.from, msg.n);
     }
     const peer = session.peers.get(msg.socket);
     // A socket detached meanwhile has nobody left to answer.

@@ -167,7 +167,9 @@ export interface Bus {
  * Publishes messages in the order given, per session: one that goes by
  * reference (a table insert first) is never overtaken by a later, smaller
  * one. A failure is handed to `onError` and does not stop the ones after it;
- * the promise returned never rejects.
+ * the promise returned never rejects. With `keepTrying`, a failed publish is
+ * tried again (after 0.1 s, doubling to 2 s) for as long as it says so,
+ * holding back the session's later messages meanwhile.
  *
  * @example
  * ```ts
@@ -181,11 +183,21 @@ export interface Bus {
 export function orderedPublisher(
   bus: Bus,
   onError: (err: unknown, msg: BusMessage) => void,
-): (msg: BusMessage) => Promise<void> {
+): (msg: BusMessage, keepTrying?: () => boolean) => Promise<void> {
   const chains = new Map<string, Promise<void>>();
-  return (msg) => {
+  return (msg, keepTrying) => {
+    const attempt = async () => {
+      for (let waitMs = 100;; waitMs = Math.min(waitMs * 2, 2000)) {
+        try {
+          return await bus.publish(msg, { large: "reference" });
+        } catch (err) {
+          if (!keepTrying?.()) throw err;
+          await new Promise((resolve) => setTimeout(resolve, waitMs));
+        }
+      }
+    };
     const run = (chains.get(msg.session) ?? Promise.resolve())
-      .then(() => bus.publish(msg, { large: "reference" }))
+      .then(attempt)
       .catch((err) => onError(err, msg));
     chains.set(msg.session, run);
     run.finally(() => chains.get(msg.session) === run && chains.delete(msg.session));
