@@ -987,6 +987,13 @@ export class Cluster {
     if (node.proxy) node.proxy.refuse = false;
   }
 
+  /** Every process's log lines, each after its process's name, in time order. */
+  allLogs(): string[] {
+    const lines = this.nodes.flatMap((n) => n.proc.lines.map((l) => `${n.name} ${l}`));
+    const at = (l: string) => /"time":"([^"]*)"/.exec(l)?.[1] ?? "";
+    return lines.sort((a, b) => at(a).localeCompare(at(b)));
+  }
+
   /** Counts what the servers logged (and keeps a few lines worth reading in the checker). */
   countLogs(): Record<string, number> {
     const counts: Record<string, number> = {};
@@ -1354,6 +1361,8 @@ export interface ChaosOptions {
   answer?: { tokens: number; gapMs: number };
   /** Server log lines for every violation (default: the first 3 of each invariant). */
   annotateAll?: boolean;
+  /** A file to write every process's log lines to, in time order, for reading at leisure. */
+  logsTo?: string;
 }
 
 const DEFAULT_WEIGHTS: Record<FaultKind, number> = {
@@ -1454,6 +1463,7 @@ export async function runChaos(opts: ChaosOptions = {}): Promise<Report> {
     cluster.countLogs();
     const report = cluster.checker.finish(performance.now() - started);
     cluster.annotate(opts.annotateAll ? Infinity : 3);
+    if (opts.logsTo) await Deno.writeTextFile(opts.logsTo, cluster.allLogs().join("\n") + "\n");
     return report;
   } finally {
     ctl.stopping = true;

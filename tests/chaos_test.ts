@@ -4,7 +4,8 @@
  * crashes, planned stops, database cuts and partitions, reconnects. CI runs
  * about 200 events (≈ 60–90 s); `CHAOS_EVENTS=1000` makes the full run. The
  * counts table is printed either way; the test fails naming each broken
- * invariant with the frames that show it. `CHAOS_REPORT=path` writes the
+ * invariant with the frames that show it. `CHAOS_LOGS=path` writes every
+ * server's log lines, in time order. `CHAOS_REPORT=path` writes the
  * whole report (every violation, with frames and server log lines) as JSON;
  * `CHAOS_SEED` replays a run's choices.
  */
@@ -27,6 +28,7 @@ Deno.test({
       seed: seed ? Number(seed) : undefined,
       log: (line) => console.log(line),
       annotateAll: !!Deno.env.get("CHAOS_REPORT"),
+      logsTo: Deno.env.get("CHAOS_LOGS"),
     });
     console.log(formatReport(report));
     // The whole report (every violation with its frames) for reading at leisure.

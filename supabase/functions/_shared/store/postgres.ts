@@ -277,6 +277,8 @@ export class PostgresStore implements SessionStore {
     // A new session has no history: its first question needs no read (nor a database).
     this.#history.set(id, []);
     if (conversation !== null) this.#conversations.set(id, conversation);
+    // Its row starts at claim 0: a release names it like any claim.
+    this.#claims.set(id, 0);
     this.#buf.create(id, owner, conversation);
     this.#schedule();
   }
@@ -941,8 +943,14 @@ export class PostgresStore implements SessionStore {
 
   // --- reading ---------------------------------------------------------------
 
-  /** This process's unwritten frames of a session after a seq, in order. */
+  /**
+   * This process's unwritten frames of a session after a seq, in order — only
+   * while it holds the session. One it let go of has written them first; one
+   * found taken by another never will, including the batch being written
+   * when it found out, and a replay must not serve them.
+   */
   #local(id: string, after: number): StoredFrame[] {
+    if (!this.#claims.has(id)) return [];
     const out: StoredFrame[] = [];
     for (const op of this.#writing) {
       if (op.kind === "frame" && op.session === id && op.seq > after) {
@@ -1155,8 +1163,8 @@ export class PostgresStore implements SessionStore {
   }
 
   async release(id: string): Promise<void> {
-    // Which hold this lets go of: a release held up (the database was away) must not
-    // undo a later claim of the same session by this same process.
+    // Which hold this lets go of: a release held up (the database was away, the queue
+    // was long) must not undo a later claim of the same session by this same process.
     const claim = this.#claims.get(id);
     this.#claims.delete(id);
     await this.flush().finally(() => this.#settleWaiters(id, Infinity, false));
@@ -1164,12 +1172,14 @@ export class PostgresStore implements SessionStore {
     this.#conversations.delete(id);
     this.#memoryStored.delete(id);
     this.#buf.forget(id);
+    // No claim: not held here (another process took it, and this one found out), so
+    // there is nothing to let go — and writing would null a claim made since.
+    if (claim === undefined) return;
     await this.#query((sql) =>
       sql`
         update agent_websocket.sessions
         set instance = null, expires_at = ${releasedExpiry(sql, this.#o.conversationRetentionMs)}
-        where id = ${id} and instance = ${this.#o.instance}
-          and (${claim === undefined} or claims = ${claim ?? 0})`
+        where id = ${id} and instance = ${this.#o.instance} and claims = ${claim}`
     );
   }
 
