@@ -810,10 +810,11 @@ const LOGGED = [
   "store_unavailable",
   "store_recovered",
   "store_client_replaced",
+  "unhandled_rejection",
 ];
 
 /** Log events whose lines the report quotes. */
-const NOTABLE = ["adopt_failed", "resume_refused", "session_lost"];
+const NOTABLE = ["adopt_failed", "resume_refused", "session_lost", "unhandled_rejection"];
 
 /**
  * Real server processes on one database, each behind its own TCP proxy to

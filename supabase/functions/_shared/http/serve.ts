@@ -8,7 +8,11 @@
  */
 import { type Config, loadConfig } from "../platform/config.ts";
 import { isEdgeRuntime, onBeforeUnload } from "../platform/edge_runtime.ts";
-import { installSignalHandlers, reportConfigErrors } from "../platform/lifecycle.ts";
+import {
+  installRejectionGuard,
+  installSignalHandlers,
+  reportConfigErrors,
+} from "../platform/lifecycle.ts";
 import { type RunningServer, serverLogger, startServer } from "./app.ts";
 import { type OpenedStore, openStore, StoreConfigError } from "../store/open.ts";
 import type { AgentDefinition } from "../agent/definition.ts";
@@ -74,6 +78,7 @@ export async function serveAgent(agent: AgentDefinition = {}): Promise<RunningSe
       message: "OPENROUTER_API_KEY is not set: every query will get a not_configured error",
     });
   }
+  installRejectionGuard(log);
   if (!onBeforeUnload(() => server.app.close("isolate_retiring"))) {
     installSignalHandlers(server, log, config.drainGraceMs);
   }
