@@ -161,8 +161,9 @@ function clientId(value: Record<string, unknown>): string | undefined {
 const encoder = new TextEncoder();
 
 /**
- * The UTF-8 size of a text frame, or 0 when it cannot exceed `limit` bytes:
- * a UTF-16 unit is at most 3 bytes of UTF-8, so short frames skip encoding.
+ * The UTF-8 size of a text (a frame, a bus message), or 0 when it cannot
+ * exceed `limit` bytes: a UTF-16 unit is at most 3 bytes of UTF-8, so short
+ * texts skip encoding.
  *
  * @example
  * ```ts

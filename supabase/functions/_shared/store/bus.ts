@@ -10,7 +10,8 @@
  */
 import type postgres from "postgres";
 import { z } from "zod";
-import { JsonObject } from "../protocol/frames.ts";
+import { frameBytes, JsonObject } from "../protocol/frames.ts";
+import { sleep } from "../platform/backoff.ts";
 
 /** The channel every process listens on. */
 export const CHANNEL = "agent_websocket";
@@ -41,8 +42,6 @@ export class BusPayloadTooLargeError extends Error {
     this.name = "BusPayloadTooLargeError";
   }
 }
-
-const encoder = new TextEncoder();
 
 /** A message between processes. */
 export const BusMessage = z.discriminatedUnion("kind", [
@@ -192,7 +191,7 @@ export function orderedPublisher(
           return await bus.publish(msg, { large: "reference" });
         } catch (err) {
           if (!keepTrying?.()) throw err;
-          await new Promise((resolve) => setTimeout(resolve, waitMs));
+          await sleep(waitMs);
         }
       }
     };
@@ -276,9 +275,7 @@ export function createPgBus(client: postgres.Sql | PgClientSource): Bus {
     async publish(msg, opts) {
       const payload = JSON.stringify(msg);
       // Characters are not bytes: 4000 × "€" passes a 4000-character bound as 12 000 bytes.
-      const bytes = payload.length <= NOTIFY_MAX_BYTES / 3
-        ? payload.length
-        : encoder.encode(payload).byteLength;
+      const bytes = frameBytes(payload, NOTIFY_MAX_BYTES);
       if (bytes <= NOTIFY_MAX_BYTES) return void await source.sql.notify(CHANNEL, payload);
       if (opts?.large !== "reference") throw new BusPayloadTooLargeError(bytes);
       const [row] = await source.sql<{ id: string }[]>`

@@ -28,7 +28,7 @@
 import net from "node:net";
 import tls from "node:tls";
 import postgres from "postgres";
-import { fullJitterDelay } from "../platform/backoff.ts";
+import { fullJitterDelay, sleep } from "../platform/backoff.ts";
 
 /** How the URL asks for TLS, as libpq's `sslmode` (postgres.js's default is `disable`). */
 export type SslMode = "disable" | "allow" | "prefer" | "require" | "verify-ca" | "verify-full";
@@ -210,7 +210,7 @@ function socketFactory(
     const host = options.host[0];
     const port = options.port[0];
     if (failures > 0) {
-      await new Promise((r) => setTimeout(r, fullJitterDelay(failures - 1, 50, 2000)));
+      await sleep(fullJitterDelay(failures - 1, 50, 2000));
     }
     if (mode === "disable") return guard(net.connect(port, host), host, port, onClose);
     try {
